@@ -1,0 +1,51 @@
+//! A feature map as the analysis code and the UI see it: `[C,h,w]` float32, channel-major.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureMap {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `channels * height * width` values; channel c, row y, column x at `(c*height + y)*width + x`.
+    pub data: Arc<Vec<f32>>,
+}
+
+impl FeatureMap {
+    pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+        if data.len() != channels * height * width {
+            return Err(Error::invalid(format!(
+                "feature map of shape [{channels},{height},{width}] needs {} values, got {}",
+                channels * height * width,
+                data.len()
+            )));
+        }
+        Ok(Self { channels, height, width, data: Arc::new(data) })
+    }
+
+    /// From a `[C,h,w]` (or `[1,C,h,w]`) float tensor.
+    pub fn from_tensor(t: &candle_core::Tensor) -> Result<Self> {
+        let t = match t.rank() {
+            4 if t.dim(0)? == 1 => t.squeeze(0)?,
+            3 => t.clone(),
+            _ => return Err(Error::invalid(format!("expected a [C,h,w] feature tensor, got shape {:?}", t.dims()))),
+        };
+        let (c, h, w) = t.dims3()?;
+        let data = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Self::new(c, h, w, data)
+    }
+
+    pub fn to_tensor(&self, device: &candle_core::Device) -> Result<candle_core::Tensor> {
+        Ok(candle_core::Tensor::from_slice(self.data.as_slice(), (self.channels, self.height, self.width), device)?)
+    }
+
+    pub fn cells(&self) -> usize {
+        self.height * self.width
+    }
+
+    pub fn at(&self, c: usize, y: usize, x: usize) -> f32 {
+        self.data[(c * self.height + y) * self.width + x]
+    }
+}

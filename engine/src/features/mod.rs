@@ -1,0 +1,3 @@
+//! Feature extraction: the recipe, tap names, maps.
+
+pub mod map;
