@@ -1,1 +1,12 @@
 //! Models: configs, weights, the UNets with taps, the VAE encoder, the CLIP text encoder, the noise schedule.
+
+pub mod attention;
+pub mod config;
+pub mod embeddings;
+pub mod layers;
+pub mod resnet;
+pub mod schedule;
+pub mod taps;
+pub mod unet;
+pub mod vae;
+pub mod weights;
