@@ -18,30 +18,56 @@ pub struct Reference {
 
 impl Reference {
     pub fn load(model: &str, image: &str) -> Reference {
-        let path = fixtures().join("refs").join(format!("{model}__{image}.safetensors"));
+        let path = fixtures()
+            .join("refs")
+            .join(format!("{model}__{image}.safetensors"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("reference header");
         let metadata = meta.metadata().clone().unwrap_or_default();
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("reference tensors");
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("reference tensors");
         Reference { tensors, metadata }
     }
 
     pub fn get(&self, name: &str) -> &Tensor {
-        self.tensors.get(name).unwrap_or_else(|| panic!("reference has no tensor `{name}`"))
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("reference has no tensor `{name}`"))
     }
 
     pub fn list(&self, key: &str) -> Vec<String> {
-        self.metadata.get(key).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default()
+        self.metadata
+            .get(key)
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
     }
 }
 
 /// max |a - b| / max |reference|, the parity measure of the issue.
 pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(actual.dims(), reference.dims(), "shape mismatch");
-    let a = actual.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let r = reference.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    let diff = a.iter().zip(&r).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let a = actual
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let r = reference
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let scale = r
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let diff = a
+        .iter()
+        .zip(&r)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 

@@ -9,15 +9,22 @@ use diffscope_tests::{fixtures, relative_error, Reference, PARITY_TOLERANCE};
 fn check_unet(model: &str, image: &str) {
     let dir = fixtures().join("models").join(model);
     let unet = UNet::load(&dir.join("unet"), &Device::Cpu).expect("load unet");
-    let schedule = NoiseSchedule::load(&dir.join("scheduler/scheduler_config.json")).expect("schedule");
+    let schedule =
+        NoiseSchedule::load(&dir.join("scheduler/scheduler_config.json")).expect("schedule");
     let reference = Reference::load(model, image);
 
     let ac = Tensor::new(schedule.alphas_cumprod.as_slice(), &Device::Cpu).unwrap();
-    assert!(relative_error(&ac, reference.get("alphas_cumprod")) < 1e-6, "alphas_cumprod");
+    assert!(
+        relative_error(&ac, reference.get("alphas_cumprod")) < 1e-6,
+        "alphas_cumprod"
+    );
 
     let taps = reference.list("taps");
     let offered: Vec<&str> = unet.taps().iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(offered, taps, "tap names and order match diffusers' module paths");
+    assert_eq!(
+        offered, taps,
+        "tap names and order match diffusers' module paths"
+    );
 
     let latents = reference.get("latents");
     let context = reference.tensors.get("empty_prompt_embeds");
@@ -31,19 +38,45 @@ fn check_unet(model: &str, image: &str) {
         runs.push(("t261_prompt".to_string(), 261, Some(prompt)));
     }
     for (prefix, t, ctx) in runs {
-        let noise_key = if prefix == "t261_prompt" { "t261.noise".to_string() } else { format!("{prefix}.noise") };
-        let request = UNetRequest { t, taps: taps.clone(), noise: NoiseSource::Given(reference.get(&noise_key).clone()) };
-        let out = extract_from_latents(&unet, &schedule, latents, ctx, &request, None, &mut |_, _| {}).expect("extract");
+        let noise_key = if prefix == "t261_prompt" {
+            "t261.noise".to_string()
+        } else {
+            format!("{prefix}.noise")
+        };
+        let request = UNetRequest {
+            t,
+            taps: taps.clone(),
+            noise: NoiseSource::Given(reference.get(&noise_key).clone()),
+        };
+        let out = extract_from_latents(
+            &unet,
+            &schedule,
+            latents,
+            ctx,
+            &request,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("extract");
         for tap in &taps {
             let err = relative_error(&out[tap], reference.get(&format!("{prefix}.{tap}")));
             worst = worst.max(err);
             if !(err <= PARITY_TOLERANCE) {
-                failures.push(format!("{model}/{image} {prefix}.{tap}: relative error {err:.2e}"));
+                failures.push(format!(
+                    "{model}/{image} {prefix}.{tap}: relative error {err:.2e}"
+                ));
             }
         }
     }
-    eprintln!("{model}/{image}: worst relative error over {} taps: {worst:.2e}", taps.len());
-    assert!(failures.is_empty(), "taps off the diffusers reference:\n{}", failures.join("\n"));
+    eprintln!(
+        "{model}/{image}: worst relative error over {} taps: {worst:.2e}",
+        taps.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "taps off the diffusers reference:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "diffscope", version, about = "Look inside diffusion models: features, correspondence, PCA, segments")]
+#[command(
+    name = "diffscope",
+    version,
+    about = "Look inside diffusion models: features, correspondence, PCA, segments"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -34,7 +34,9 @@ impl NoiseSource {
     /// The noise of member `k` for a latent of shape `[1,C,h,w]`.
     pub fn member(&self, k: usize, latent_shape: &[usize], device: &Device) -> Result<Tensor> {
         match self {
-            NoiseSource::Seeded { seed, .. } => seeded_normal(member_seed(*seed, k), latent_shape, device),
+            NoiseSource::Seeded { seed, .. } => {
+                seeded_normal(member_seed(*seed, k), latent_shape, device)
+            }
             NoiseSource::Given(t) => {
                 let dims = t.dims();
                 if dims.len() != 4 || dims[1..] != latent_shape[1..] {
@@ -87,7 +89,10 @@ pub fn extract_from_latents(
     validate_taps(&request.taps, unet.taps())?;
     let (_, c, h, w) = latents.dims4()?;
     if c != unet.in_channels {
-        return Err(Error::invalid(format!("the UNet takes {} input channels, the latent has {c}", unet.in_channels)));
+        return Err(Error::invalid(format!(
+            "the UNet takes {} input channels, the latent has {c}",
+            unet.in_channels
+        )));
     }
     unet.check_input_size(h, w)?;
     let k_total = request.noise.ensemble();

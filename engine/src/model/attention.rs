@@ -15,7 +15,13 @@ use crate::error::Result;
 pub const ATTENTION_CHUNK_ELEMENTS: usize = 32 << 20;
 
 /// softmax(q kᵀ · scale) v over `[BH, N, d]` inputs, a chunk of queries at a time.
-pub fn chunked_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, max_elements: usize) -> Result<Tensor> {
+pub fn chunked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    max_elements: usize,
+) -> Result<Tensor> {
     let (bh, n, _) = q.dims3()?;
     let m = k.dim(1)?;
     let kt = k.t()?.contiguous()?;
@@ -30,19 +36,28 @@ pub fn chunked_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, max_ele
         outs.push(probs.matmul(v)?);
         start += len;
     }
-    Ok(if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 1)? })
+    Ok(if outs.len() == 1 {
+        outs.remove(0)
+    } else {
+        Tensor::cat(&outs, 1)?
+    })
 }
 
 /// `[B, N, H*d]` -> `[B*H, N, d]`.
 fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, c) = x.dims3()?;
-    Ok(x.reshape((b, n, heads, c / heads))?.transpose(1, 2)?.reshape((b * heads, n, c / heads))?.contiguous()?)
+    Ok(x.reshape((b, n, heads, c / heads))?
+        .transpose(1, 2)?
+        .reshape((b * heads, n, c / heads))?
+        .contiguous()?)
 }
 
 /// `[B*H, N, d]` -> `[B, N, H*d]`.
 fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (bh, n, d) = x.dims3()?;
-    Ok(x.reshape((bh / heads, heads, n, d))?.transpose(1, 2)?.reshape((bh / heads, n, heads * d))?)
+    Ok(x.reshape((bh / heads, heads, n, d))?
+        .transpose(1, 2)?
+        .reshape((bh / heads, n, heads * d))?)
 }
 
 /// diffusers' `Attention` on token sequences: q from `x`, k and v from the context (or `x`).
@@ -68,7 +83,13 @@ impl Attention {
     pub fn new(w: &Weights, s: &AttentionSpec) -> Result<Self> {
         let inner = s.heads * s.head_dim;
         // Old checkpoints name the single-map attention weights query/key/value/proj_attn.
-        let pick = |new: &str, old: &str| if !w.pp(new).contains("weight") && w.pp(old).contains("weight") { w.pp(old) } else { w.pp(new) };
+        let pick = |new: &str, old: &str| {
+            if !w.pp(new).contains("weight") && w.pp(old).contains("weight") {
+                w.pp(old)
+            } else {
+                w.pp(new)
+            }
+        };
         Ok(Self {
             to_q: linear(&pick("to_q", "query"), s.query_dim, inner, s.qkv_bias)?,
             to_k: linear(&pick("to_k", "key"), s.context_dim, inner, s.qkv_bias)?,
@@ -99,10 +120,23 @@ pub struct SpatialAttention {
 
 impl SpatialAttention {
     /// `head_dim` None means one head over all channels.
-    pub fn new(w: &Weights, channels: usize, head_dim: Option<usize>, groups: usize, eps: f64, rescale: f64) -> Result<Self> {
+    pub fn new(
+        w: &Weights,
+        channels: usize,
+        head_dim: Option<usize>,
+        groups: usize,
+        eps: f64,
+        rescale: f64,
+    ) -> Result<Self> {
         let head_dim = head_dim.unwrap_or(channels);
         let heads = (channels / head_dim.max(1)).max(1);
-        let spec = AttentionSpec { query_dim: channels, context_dim: channels, heads, head_dim, qkv_bias: true };
+        let spec = AttentionSpec {
+            query_dim: channels,
+            context_dim: channels,
+            heads,
+            head_dim,
+            qkv_bias: true,
+        };
         Ok(Self {
             group_norm: group_norm(&w.pp("group_norm"), groups, channels, eps)?,
             attention: Attention::new(w, &spec)?,
@@ -113,11 +147,18 @@ impl SpatialAttention {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = self.group_norm.forward(x)?;
-        let tokens = normed.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let tokens = normed
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let out = self.attention.forward(&tokens, None)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         let out = (out + x)?;
-        Ok(if self.rescale_output_factor != 1.0 { (out / self.rescale_output_factor)? } else { out })
+        Ok(if self.rescale_output_factor != 1.0 {
+            (out / self.rescale_output_factor)?
+        } else {
+            out
+        })
     }
 }
 
@@ -131,7 +172,11 @@ struct FeedForward {
 impl FeedForward {
     fn new(w: &Weights, dim: usize) -> Result<Self> {
         let inner = dim * 4;
-        Ok(Self { proj: linear(&w.pp("net.0.proj"), dim, inner * 2, true)?, out: linear(&w.pp("net.2"), inner, dim, true)?, inner })
+        Ok(Self {
+            proj: linear(&w.pp("net.0.proj"), dim, inner * 2, true)?,
+            out: linear(&w.pp("net.2"), inner, dim, true)?,
+            inner,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -155,8 +200,20 @@ struct TransformerBlock {
 impl TransformerBlock {
     fn new(w: &Weights, dim: usize, heads: usize, context_dim: usize) -> Result<Self> {
         let head_dim = dim / heads;
-        let self_spec = AttentionSpec { query_dim: dim, context_dim: dim, heads, head_dim, qkv_bias: false };
-        let cross_spec = AttentionSpec { query_dim: dim, context_dim, heads, head_dim, qkv_bias: false };
+        let self_spec = AttentionSpec {
+            query_dim: dim,
+            context_dim: dim,
+            heads,
+            head_dim,
+            qkv_bias: false,
+        };
+        let cross_spec = AttentionSpec {
+            query_dim: dim,
+            context_dim,
+            heads,
+            head_dim,
+            qkv_bias: false,
+        };
         Ok(Self {
             norm1: layer_norm(&w.pp("norm1"), dim, 1e-5)?,
             attn1: Attention::new(&w.pp("attn1"), &self_spec)?,
@@ -169,7 +226,10 @@ impl TransformerBlock {
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(context))? + x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context))?
+            + x)?;
         Ok((self.ff.forward(&self.norm3.forward(&x)?)? + x)?)
     }
 }
@@ -194,7 +254,14 @@ pub struct TransformerSpec {
 impl Transformer2D {
     pub fn new(w: &Weights, s: &TransformerSpec) -> Result<Self> {
         let blocks = (0..s.layers)
-            .map(|i| TransformerBlock::new(&w.pp(format!("transformer_blocks.{i}")), s.channels, s.heads, s.context_dim))
+            .map(|i| {
+                TransformerBlock::new(
+                    &w.pp(format!("transformer_blocks.{i}")),
+                    s.channels,
+                    s.heads,
+                    s.context_dim,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             norm: group_norm(&w.pp("norm"), s.groups, s.channels, 1e-6)?,

@@ -21,7 +21,10 @@ impl PerLevel {
         match self {
             PerLevel::One(v) => Ok(vec![*v; levels]),
             PerLevel::Each(v) if v.len() == levels => Ok(v.clone()),
-            PerLevel::Each(v) => Err(Error::invalid(format!("`{key}` has {} entries but the model has {levels} levels", v.len()))),
+            PerLevel::Each(v) => Err(Error::invalid(format!(
+                "`{key}` has {} entries but the model has {levels} levels",
+                v.len()
+            ))),
         }
     }
 }
@@ -155,26 +158,45 @@ impl UNet2DConditionConfig {
         check_block_types("up_block_types", &self.up_block_types, &known_up)?;
         if let Some(mid) = &self.mid_block_type {
             if mid != "UNetMidBlock2DCrossAttn" {
-                return Err(Error::unsupported(format!("mid_block_type `{mid}` (supported: UNetMidBlock2DCrossAttn)")));
+                return Err(Error::unsupported(format!(
+                    "mid_block_type `{mid}` (supported: UNetMidBlock2DCrossAttn)"
+                )));
             }
         }
         check_value("act_fn", &self.act_fn, &["silu"])?;
-        check_value("resnet_time_scale_shift", &self.resnet_time_scale_shift, &["default"])?;
-        check_value("time_embedding_type", &self.time_embedding_type, &["positional"])?;
+        check_value(
+            "resnet_time_scale_shift",
+            &self.resnet_time_scale_shift,
+            &["default"],
+        )?;
+        check_value(
+            "time_embedding_type",
+            &self.time_embedding_type,
+            &["positional"],
+        )?;
         if let Some(v) = &self.class_embed_type {
-            return Err(Error::unsupported(format!("class_embed_type `{v}` (class-conditional UNets)")));
+            return Err(Error::unsupported(format!(
+                "class_embed_type `{v}` (class-conditional UNets)"
+            )));
         }
         if let Some(v) = &self.addition_embed_type {
-            return Err(Error::unsupported(format!("addition_embed_type `{v}` (SDXL-style UNets are not supported yet)")));
+            return Err(Error::unsupported(format!(
+                "addition_embed_type `{v}` (SDXL-style UNets are not supported yet)"
+            )));
         }
         if self.dual_cross_attention {
             return Err(Error::unsupported("dual_cross_attention"));
         }
-        if !matches!(self.only_cross_attention, serde_json::Value::Null | serde_json::Value::Bool(false)) {
+        if !matches!(
+            self.only_cross_attention,
+            serde_json::Value::Null | serde_json::Value::Bool(false)
+        ) {
             return Err(Error::unsupported("only_cross_attention"));
         }
         if self.time_cond_proj_dim.is_some() {
-            return Err(Error::unsupported("time_cond_proj_dim (LCM-distilled UNets)"));
+            return Err(Error::unsupported(
+                "time_cond_proj_dim (LCM-distilled UNets)",
+            ));
         }
         if let Some(v) = &self.timestep_post_act {
             return Err(Error::unsupported(format!("timestep_post_act `{v}`")));
@@ -188,7 +210,11 @@ impl UNet2DConditionConfig {
         if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
             return Err(Error::unsupported("even conv_in_kernel/conv_out_kernel"));
         }
-        check_levels(&self.block_out_channels, self.down_block_types.len(), self.up_block_types.len())
+        check_levels(
+            &self.block_out_channels,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+        )
     }
 }
 
@@ -248,11 +274,27 @@ fn default_head_size() -> Option<usize> {
 
 impl UNet2DConfig {
     pub fn check_supported(&self) -> Result<()> {
-        check_block_types("down_block_types", &self.down_block_types, &["DownBlock2D", "AttnDownBlock2D"])?;
-        check_block_types("up_block_types", &self.up_block_types, &["UpBlock2D", "AttnUpBlock2D"])?;
+        check_block_types(
+            "down_block_types",
+            &self.down_block_types,
+            &["DownBlock2D", "AttnDownBlock2D"],
+        )?;
+        check_block_types(
+            "up_block_types",
+            &self.up_block_types,
+            &["UpBlock2D", "AttnUpBlock2D"],
+        )?;
         check_value("act_fn", &self.act_fn, &["silu"])?;
-        check_value("resnet_time_scale_shift", &self.resnet_time_scale_shift, &["default"])?;
-        check_value("time_embedding_type", &self.time_embedding_type, &["positional"])?;
+        check_value(
+            "resnet_time_scale_shift",
+            &self.resnet_time_scale_shift,
+            &["default"],
+        )?;
+        check_value(
+            "time_embedding_type",
+            &self.time_embedding_type,
+            &["positional"],
+        )?;
         if let Some(v) = &self.downsample_type {
             check_value("downsample_type", v, &["conv"])?;
         }
@@ -260,9 +302,15 @@ impl UNet2DConfig {
             check_value("upsample_type", v, &["conv"])?;
         }
         if let Some(v) = &self.class_embed_type {
-            return Err(Error::unsupported(format!("class_embed_type `{v}` (class-conditional UNets)")));
+            return Err(Error::unsupported(format!(
+                "class_embed_type `{v}` (class-conditional UNets)"
+            )));
         }
-        check_levels(&self.block_out_channels, self.down_block_types.len(), self.up_block_types.len())
+        check_levels(
+            &self.block_out_channels,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+        )
     }
 }
 
@@ -299,9 +347,15 @@ fn default_scaling() -> f64 {
 
 impl AutoencoderKLConfig {
     pub fn check_supported(&self) -> Result<()> {
-        check_block_types("down_block_types", &self.down_block_types, &["DownEncoderBlock2D"])?;
+        check_block_types(
+            "down_block_types",
+            &self.down_block_types,
+            &["DownEncoderBlock2D"],
+        )?;
         check_value("act_fn", &self.act_fn, &["silu"])?;
-        if self.block_out_channels.len() != self.down_block_types.len() || self.block_out_channels.is_empty() {
+        if self.block_out_channels.len() != self.down_block_types.len()
+            || self.block_out_channels.is_empty()
+        {
             return Err(Error::invalid(format!(
                 "block_out_channels has {} entries but down_block_types has {}",
                 self.block_out_channels.len(),
@@ -320,7 +374,10 @@ impl AutoencoderKLConfig {
 fn check_block_types(key: &str, types: &[String], known: &[&str]) -> Result<()> {
     for t in types {
         if !known.contains(&t.as_str()) {
-            return Err(Error::unsupported(format!("block type `{t}` in `{key}` (supported: {})", known.join(", "))));
+            return Err(Error::unsupported(format!(
+                "block type `{t}` in `{key}` (supported: {})",
+                known.join(", ")
+            )));
         }
     }
     Ok(())
@@ -330,7 +387,10 @@ fn check_value(key: &str, value: &str, known: &[&str]) -> Result<()> {
     if known.contains(&value) {
         Ok(())
     } else {
-        Err(Error::unsupported(format!("`{key}` = `{value}` (supported: {})", known.join(", "))))
+        Err(Error::unsupported(format!(
+            "`{key}` = `{value}` (supported: {})",
+            known.join(", ")
+        )))
     }
 }
 

@@ -8,7 +8,13 @@ use super::weights::Weights;
 use crate::error::Result;
 
 /// diffusers' `get_timestep_embedding` for one timestep, computed in f32 in the same order.
-pub fn timestep_features(t: f64, dim: usize, flip_sin_to_cos: bool, freq_shift: f64, device: &Device) -> Result<Tensor> {
+pub fn timestep_features(
+    t: f64,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    device: &Device,
+) -> Result<Tensor> {
     let half = dim / 2;
     let log_max_period = (10000f64).ln() as f32;
     let denom = (half as f64 - freq_shift) as f32;
@@ -20,7 +26,11 @@ pub fn timestep_features(t: f64, dim: usize, flip_sin_to_cos: bool, freq_shift: 
         sin.push(arg.sin());
         cos.push(arg.cos());
     }
-    let mut emb = if flip_sin_to_cos { [cos, sin].concat() } else { [sin, cos].concat() };
+    let mut emb = if flip_sin_to_cos {
+        [cos, sin].concat()
+    } else {
+        [sin, cos].concat()
+    };
     if dim % 2 == 1 {
         emb.push(0.0);
     }
@@ -35,7 +45,10 @@ pub struct TimestepEmbedding {
 
 impl TimestepEmbedding {
     pub fn new(w: &Weights, c_in: usize, c_out: usize) -> Result<Self> {
-        Ok(Self { linear_1: linear(&w.pp("linear_1"), c_in, c_out, true)?, linear_2: linear(&w.pp("linear_2"), c_out, c_out, true)? })
+        Ok(Self {
+            linear_1: linear(&w.pp("linear_1"), c_in, c_out, true)?,
+            linear_2: linear(&w.pp("linear_2"), c_out, c_out, true)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

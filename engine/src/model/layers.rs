@@ -6,27 +6,47 @@ use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
-pub fn conv2d(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Conv2d> {
+pub fn conv2d(
+    w: &Weights,
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
     let weight = w.get("weight", &[c_out, c_in, kernel, kernel])?;
     let bias = w.get("bias", &[c_out])?;
-    let config = Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
+    let config = Conv2dConfig {
+        padding,
+        stride,
+        dilation: 1,
+        groups: 1,
+        cudnn_fwd_algo: None,
+    };
     Ok(Conv2d::new(weight, Some(bias), config))
 }
 
 /// A linear layer; also reads a 1x1 convolution stored as `[out,in,1,1]` (SD1 `proj_in`, old VAE attention).
 pub fn linear(w: &Weights, c_in: usize, c_out: usize, bias: bool) -> Result<Linear> {
     let weight = if w.shape("weight").is_some_and(|s| s.len() == 4) {
-        w.get("weight", &[c_out, c_in, 1, 1])?.reshape((c_out, c_in))?
+        w.get("weight", &[c_out, c_in, 1, 1])?
+            .reshape((c_out, c_in))?
     } else {
         w.get("weight", &[c_out, c_in])?
     };
-    let bias = if bias { Some(w.get("bias", &[c_out])?) } else { None };
+    let bias = if bias {
+        Some(w.get("bias", &[c_out])?)
+    } else {
+        None
+    };
     Ok(Linear::new(weight, bias))
 }
 
 pub fn group_norm(w: &Weights, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
     if groups == 0 || channels % groups != 0 {
-        return Err(Error::invalid(format!("GroupNorm: {groups} groups do not divide {channels} channels")));
+        return Err(Error::invalid(format!(
+            "GroupNorm: {groups} groups do not divide {channels} channels"
+        )));
     }
     let weight = w.get("weight", &[channels])?;
     let bias = w.get("bias", &[channels])?;
@@ -34,7 +54,11 @@ pub fn group_norm(w: &Weights, groups: usize, channels: usize, eps: f64) -> Resu
 }
 
 pub fn layer_norm(w: &Weights, channels: usize, eps: f64) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(w.get("weight", &[channels])?, w.get("bias", &[channels])?, eps))
+    Ok(LayerNorm::new(
+        w.get("weight", &[channels])?,
+        w.get("bias", &[channels])?,
+        eps,
+    ))
 }
 
 /// `Linear` applied to `[B, N, C]`: candle's broadcast matmul is slow for rank 3, so flatten.

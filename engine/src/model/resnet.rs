@@ -33,8 +33,11 @@ impl ResnetBlock {
             Some(t) => Some(linear(&w.pp("time_emb_proj"), t, s.c_out, true)?),
             None => None,
         };
-        let conv_shortcut =
-            if s.c_in != s.c_out { Some(conv2d(&w.pp("conv_shortcut"), s.c_in, s.c_out, 1, 1, 0)?) } else { None };
+        let conv_shortcut = if s.c_in != s.c_out {
+            Some(conv2d(&w.pp("conv_shortcut"), s.c_in, s.c_out, 1, 1, 0)?)
+        } else {
+            None
+        };
         Ok(Self {
             norm1: group_norm(&w.pp("norm1"), s.groups, s.c_in, s.eps)?,
             conv1: conv2d(&w.pp("conv1"), s.c_in, s.c_out, 3, 1, 1)?,
@@ -50,7 +53,10 @@ impl ResnetBlock {
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let mut h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(&temb.silu()?)?.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
+            let t = proj
+                .forward(&temb.silu()?)?
+                .unsqueeze(D::Minus1)?
+                .unsqueeze(D::Minus1)?;
             h = h.broadcast_add(&t)?;
         }
         let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
@@ -59,7 +65,11 @@ impl ResnetBlock {
             None => x.clone(),
         };
         let out = (skip + h)?;
-        Ok(if self.output_scale_factor != 1.0 { (out / self.output_scale_factor)? } else { out })
+        Ok(if self.output_scale_factor != 1.0 {
+            (out / self.output_scale_factor)?
+        } else {
+            out
+        })
     }
 }
 
@@ -72,12 +82,17 @@ pub struct Downsample {
 
 impl Downsample {
     pub fn new(w: &Weights, channels: usize, padding: usize) -> Result<Self> {
-        Ok(Self { conv: conv2d(&w.pp("conv"), channels, channels, 3, 2, padding)?, pad_right_bottom: padding == 0 })
+        Ok(Self {
+            conv: conv2d(&w.pp("conv"), channels, channels, 3, 2, padding)?,
+            pad_right_bottom: padding == 0,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.pad_right_bottom {
-            let x = x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(D::Minus2, 0, 1)?;
+            let x = x
+                .pad_with_zeros(D::Minus1, 0, 1)?
+                .pad_with_zeros(D::Minus2, 0, 1)?;
             Ok(self.conv.forward(&x)?)
         } else {
             Ok(self.conv.forward(x)?)
@@ -92,7 +107,9 @@ pub struct Upsample {
 
 impl Upsample {
     pub fn new(w: &Weights, channels: usize) -> Result<Self> {
-        Ok(Self { conv: conv2d(&w.pp("conv"), channels, channels, 3, 1, 1)? })
+        Ok(Self {
+            conv: conv2d(&w.pp("conv"), channels, channels, 3, 1, 1)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {

@@ -56,7 +56,12 @@ impl SchedulerConfig {
 
     /// Stable Diffusion's schedule (UNets found without a scheduler folder).
     pub fn stable_diffusion() -> Self {
-        Self { beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear".into(), ..Self::ddpm_linear() }
+        Self {
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+            ..Self::ddpm_linear()
+        }
     }
 }
 
@@ -73,7 +78,15 @@ fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     }
     let step = (end - start) / (steps - 1) as f32;
     let half = steps / 2;
-    (0..steps).map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - 1 - i) as f32 }).collect()
+    (0..steps)
+        .map(|i| {
+            if i < half {
+                start + step * i as f32
+            } else {
+                end - step * (steps - 1 - i) as f32
+            }
+        })
+        .collect()
 }
 
 impl NoiseSchedule {
@@ -92,12 +105,20 @@ impl NoiseSchedule {
         } else {
             match config.beta_schedule.as_str() {
                 "linear" => linspace_f32(config.beta_start as f32, config.beta_end as f32, n),
-                "scaled_linear" => linspace_f32((config.beta_start.sqrt()) as f32, (config.beta_end.sqrt()) as f32, n)
-                    .into_iter()
-                    .map(|b| b * b)
-                    .collect(),
+                "scaled_linear" => linspace_f32(
+                    (config.beta_start.sqrt()) as f32,
+                    (config.beta_end.sqrt()) as f32,
+                    n,
+                )
+                .into_iter()
+                .map(|b| b * b)
+                .collect(),
                 "squaredcos_cap_v2" => {
-                    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+                    let alpha_bar = |t: f64| {
+                        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                            .cos()
+                            .powi(2)
+                    };
                     (0..n)
                         .map(|i| {
                             let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
@@ -105,15 +126,16 @@ impl NoiseSchedule {
                         })
                         .collect()
                 }
-                other => {
-                    return Err(Error::unsupported(format!(
-                        "beta_schedule `{other}` (supported: linear, scaled_linear, squaredcos_cap_v2)"
-                    )))
-                }
+                other => return Err(Error::unsupported(format!(
+                    "beta_schedule `{other}` (supported: linear, scaled_linear, squaredcos_cap_v2)"
+                ))),
             }
         };
         if betas.len() != n {
-            return Err(Error::invalid(format!("trained_betas has {} values, num_train_timesteps is {n}", betas.len())));
+            return Err(Error::invalid(format!(
+                "trained_betas has {} values, num_train_timesteps is {n}",
+                betas.len()
+            )));
         }
         let mut acc = 1f32;
         let alphas_cumprod = betas
@@ -123,7 +145,10 @@ impl NoiseSchedule {
                 acc
             })
             .collect();
-        Ok(Self { config, alphas_cumprod })
+        Ok(Self {
+            config,
+            alphas_cumprod,
+        })
     }
 
     pub fn steps(&self) -> usize {
@@ -132,7 +157,10 @@ impl NoiseSchedule {
 
     pub fn check_timestep(&self, t: usize) -> Result<()> {
         if t >= self.steps() {
-            return Err(Error::invalid(format!("t = {t} is outside the schedule: this model's timesteps are 0..={}", self.steps() - 1)));
+            return Err(Error::invalid(format!(
+                "t = {t} is outside the schedule: this model's timesteps are 0..={}",
+                self.steps() - 1
+            )));
         }
         Ok(())
     }

@@ -28,7 +28,11 @@ pub struct TapRecorder<'a> {
 
 impl<'a> TapRecorder<'a> {
     pub fn new(wanted: &[String], cancel: Option<&'a AtomicBool>) -> Self {
-        Self { wanted: wanted.to_vec(), captured: HashMap::new(), cancel }
+        Self {
+            wanted: wanted.to_vec(),
+            captured: HashMap::new(),
+            cancel,
+        }
     }
 
     /// Offer the output of `name`; returns true once every wanted tap is captured (stop the pass).
@@ -55,7 +59,11 @@ impl<'a> TapRecorder<'a> {
 pub fn validate_taps(requested: &[String], offered: &[TapInfo]) -> Result<()> {
     for name in requested {
         if !offered.iter().any(|t| &t.name == name) {
-            let blocks: Vec<&str> = offered.iter().filter(|t| t.block_level).map(|t| t.name.as_str()).collect();
+            let blocks: Vec<&str> = offered
+                .iter()
+                .filter(|t| t.block_level)
+                .map(|t| t.name.as_str())
+                .collect();
             let all: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
             return Err(Error::invalid(format!(
                 "unknown tap `{name}`. Block-level taps: {}. All taps: {}",

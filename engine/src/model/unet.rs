@@ -32,7 +32,9 @@ impl BlockAttention {
     fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         match (self, context) {
             (BlockAttention::Transformer(t), Some(ctx)) => t.forward(x, ctx),
-            (BlockAttention::Transformer(_), None) => Err(Error::invalid("this UNet needs text embeddings (a prompt)")),
+            (BlockAttention::Transformer(_), None) => {
+                Err(Error::invalid("this UNet needs text embeddings (a prompt)"))
+            }
             (BlockAttention::Spatial(a), _) => a.forward(x),
         }
     }
@@ -56,24 +58,59 @@ struct UpBlock {
 /// How to build the attention of one level, whichever UNet it is.
 enum AttentionPlan {
     None,
-    Transformer { heads: usize, layers: usize, context_dim: usize },
-    Spatial { head_dim: Option<usize>, groups: usize, rescale: f64 },
+    Transformer {
+        heads: usize,
+        layers: usize,
+        context_dim: usize,
+    },
+    Spatial {
+        head_dim: Option<usize>,
+        groups: usize,
+        rescale: f64,
+    },
 }
 
 impl AttentionPlan {
-    fn build(&self, w: &Weights, channels: usize, groups: usize, eps: f64) -> Result<Option<BlockAttention>> {
+    fn build(
+        &self,
+        w: &Weights,
+        channels: usize,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Option<BlockAttention>> {
         Ok(match *self {
             AttentionPlan::None => None,
-            AttentionPlan::Transformer { heads, layers, context_dim } => {
+            AttentionPlan::Transformer {
+                heads,
+                layers,
+                context_dim,
+            } => {
                 if heads == 0 || channels % heads != 0 {
-                    return Err(Error::invalid(format!("{channels} channels cannot be split into {heads} attention heads")));
+                    return Err(Error::invalid(format!(
+                        "{channels} channels cannot be split into {heads} attention heads"
+                    )));
                 }
-                let spec = TransformerSpec { channels, heads, layers, context_dim, groups };
+                let spec = TransformerSpec {
+                    channels,
+                    heads,
+                    layers,
+                    context_dim,
+                    groups,
+                };
                 Some(BlockAttention::Transformer(Transformer2D::new(w, &spec)?))
             }
-            AttentionPlan::Spatial { head_dim, groups: attn_groups, rescale } => {
-                Some(BlockAttention::Spatial(SpatialAttention::new(w, channels, head_dim, attn_groups, eps, rescale)?))
-            }
+            AttentionPlan::Spatial {
+                head_dim,
+                groups: attn_groups,
+                rescale,
+            } => Some(BlockAttention::Spatial(SpatialAttention::new(
+                w,
+                channels,
+                head_dim,
+                attn_groups,
+                eps,
+                rescale,
+            )?)),
         })
     }
 }
@@ -130,10 +167,16 @@ impl UNet {
     pub fn load(dir: &Path, device: &candle_core::Device) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(Error::file(dir, "not a diffusers UNet folder: config.json is missing"));
+            return Err(Error::file(
+                dir,
+                "not a diffusers UNet folder: config.json is missing",
+            ));
         }
         let raw: serde_json::Value = read_json(&config_path)?;
-        let class = raw.get("_class_name").and_then(|v| v.as_str()).unwrap_or("");
+        let class = raw
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let plan = match class {
             "UNet2DConditionModel" => {
                 let c: UNet2DConditionConfig = read_json(&config_path)?;
@@ -169,8 +212,18 @@ impl UNet {
             eps: p.eps,
             output_scale_factor: scale,
         };
-        let mut taps = vec![TapInfo { name: "conv_in".into(), channels: c0, stride: 1, block_level: false }];
-        let tap_info = |name: String, channels: usize, stride: usize| TapInfo { name, channels, stride, block_level: false };
+        let mut taps = vec![TapInfo {
+            name: "conv_in".into(),
+            channels: c0,
+            stride: 1,
+            block_level: false,
+        }];
+        let tap_info = |name: String, channels: usize, stride: usize| TapInfo {
+            name,
+            channels,
+            stride,
+            block_level: false,
+        };
 
         let mut down = Vec::with_capacity(n);
         let mut skip_channels = vec![c0];
@@ -179,14 +232,32 @@ impl UNet {
             let c_in = if i == 0 { c0 } else { p.channels[i - 1] };
             let c_out = p.channels[i];
             let stride = 1 << i;
-            let mut level = Level { resnets: vec![], attentions: vec![] };
+            let mut level = Level {
+                resnets: vec![],
+                attentions: vec![],
+            };
             for j in 0..level_plan.layers {
                 let spec = resnet(if j == 0 { c_in } else { c_out }, c_out, 1.0);
-                level.resnets.push(ResnetBlock::new(&wb.pp(format!("resnets.{j}")), &spec)?);
-                taps.push(tap_info(format!("down_blocks.{i}.resnets.{j}"), c_out, stride));
-                if let Some(a) = level_plan.attention.build(&wb.pp(format!("attentions.{j}")), c_out, p.groups, p.eps)? {
+                level
+                    .resnets
+                    .push(ResnetBlock::new(&wb.pp(format!("resnets.{j}")), &spec)?);
+                taps.push(tap_info(
+                    format!("down_blocks.{i}.resnets.{j}"),
+                    c_out,
+                    stride,
+                ));
+                if let Some(a) = level_plan.attention.build(
+                    &wb.pp(format!("attentions.{j}")),
+                    c_out,
+                    p.groups,
+                    p.eps,
+                )? {
                     level.attentions.push(a);
-                    taps.push(tap_info(format!("down_blocks.{i}.attentions.{j}"), c_out, stride));
+                    taps.push(tap_info(
+                        format!("down_blocks.{i}.attentions.{j}"),
+                        c_out,
+                        stride,
+                    ));
                 }
                 skip_channels.push(c_out);
             }
@@ -194,28 +265,58 @@ impl UNet {
             let downsampler = if final_level {
                 None
             } else {
-                taps.push(tap_info(format!("down_blocks.{i}.downsamplers.0"), c_out, stride * 2));
+                taps.push(tap_info(
+                    format!("down_blocks.{i}.downsamplers.0"),
+                    c_out,
+                    stride * 2,
+                ));
                 skip_channels.push(c_out);
-                Some(Downsample::new(&wb.pp("downsamplers.0"), c_out, p.downsample_padding)?)
+                Some(Downsample::new(
+                    &wb.pp("downsamplers.0"),
+                    c_out,
+                    p.downsample_padding,
+                )?)
             };
             let out_stride = if final_level { stride } else { stride * 2 };
-            taps.push(TapInfo { name: format!("down_blocks.{i}"), channels: c_out, stride: out_stride, block_level: true });
+            taps.push(TapInfo {
+                name: format!("down_blocks.{i}"),
+                channels: c_out,
+                stride: out_stride,
+                block_level: true,
+            });
             down.push(DownBlock { level, downsampler });
         }
 
         let c_last = p.channels[n - 1];
         let deepest = 1 << (n - 1);
         let wm = w.pp("mid_block");
-        let mut mid = Level { resnets: vec![], attentions: vec![] };
-        mid.resnets.push(ResnetBlock::new(&wm.pp("resnets.0"), &resnet(c_last, c_last, p.mid_scale))?);
+        let mut mid = Level {
+            resnets: vec![],
+            attentions: vec![],
+        };
+        mid.resnets.push(ResnetBlock::new(
+            &wm.pp("resnets.0"),
+            &resnet(c_last, c_last, p.mid_scale),
+        )?);
         taps.push(tap_info("mid_block.resnets.0".into(), c_last, deepest));
-        if let Some(a) = p.mid_attention.build(&wm.pp("attentions.0"), c_last, p.groups, p.eps)? {
+        if let Some(a) = p
+            .mid_attention
+            .build(&wm.pp("attentions.0"), c_last, p.groups, p.eps)?
+        {
             mid.attentions.push(a);
             taps.push(tap_info("mid_block.attentions.0".into(), c_last, deepest));
         }
-        mid.resnets.push(ResnetBlock::new(&wm.pp("resnets.1"), &resnet(c_last, c_last, p.mid_scale))?);
+        mid.resnets.push(ResnetBlock::new(
+            &wm.pp("resnets.1"),
+            &resnet(c_last, c_last, p.mid_scale),
+        )?);
         taps.push(tap_info("mid_block.resnets.1".into(), c_last, deepest));
-        taps.push(TapInfo { name: "mid_block".into(), channels: c_last, stride: deepest, block_level: true });
+        taps.push(TapInfo {
+            name: "mid_block".into(),
+            channels: c_last,
+            stride: deepest,
+            block_level: true,
+        });
 
         let mut up = Vec::with_capacity(n);
         let mut prev_out = c_last;
@@ -226,26 +327,56 @@ impl UNet {
             let c_out = p.channels[level_index];
             let stride = 1 << level_index;
             let layers = level_plan.layers + 1;
-            let mut level = Level { resnets: vec![], attentions: vec![] };
+            let mut level = Level {
+                resnets: vec![],
+                attentions: vec![],
+            };
             for j in 0..layers {
-                let skip = skip_channels.pop().ok_or_else(|| Error::invalid("UNet config: more up-block layers than skip connections"))?;
+                let skip = skip_channels.pop().ok_or_else(|| {
+                    Error::invalid("UNet config: more up-block layers than skip connections")
+                })?;
                 let c_in = if j == 0 { prev_out } else { c_out };
-                level.resnets.push(ResnetBlock::new(&wb.pp(format!("resnets.{j}")), &resnet(c_in + skip, c_out, 1.0))?);
-                taps.push(tap_info(format!("up_blocks.{i}.resnets.{j}"), c_out, stride));
-                if let Some(a) = level_plan.attention.build(&wb.pp(format!("attentions.{j}")), c_out, p.groups, p.eps)? {
+                level.resnets.push(ResnetBlock::new(
+                    &wb.pp(format!("resnets.{j}")),
+                    &resnet(c_in + skip, c_out, 1.0),
+                )?);
+                taps.push(tap_info(
+                    format!("up_blocks.{i}.resnets.{j}"),
+                    c_out,
+                    stride,
+                ));
+                if let Some(a) = level_plan.attention.build(
+                    &wb.pp(format!("attentions.{j}")),
+                    c_out,
+                    p.groups,
+                    p.eps,
+                )? {
                     level.attentions.push(a);
-                    taps.push(tap_info(format!("up_blocks.{i}.attentions.{j}"), c_out, stride));
+                    taps.push(tap_info(
+                        format!("up_blocks.{i}.attentions.{j}"),
+                        c_out,
+                        stride,
+                    ));
                 }
             }
             let final_level = i + 1 == n;
             let upsampler = if final_level {
                 None
             } else {
-                taps.push(tap_info(format!("up_blocks.{i}.upsamplers.0"), c_out, stride / 2));
+                taps.push(tap_info(
+                    format!("up_blocks.{i}.upsamplers.0"),
+                    c_out,
+                    stride / 2,
+                ));
                 Some(Upsample::new(&wb.pp("upsamplers.0"), c_out)?)
             };
             let out_stride = if final_level { stride } else { stride / 2 };
-            taps.push(TapInfo { name: format!("up_blocks.{i}"), channels: c_out, stride: out_stride, block_level: true });
+            taps.push(TapInfo {
+                name: format!("up_blocks.{i}"),
+                channels: c_out,
+                stride: out_stride,
+                block_level: true,
+            });
             up.push(UpBlock { level, upsampler });
             prev_out = c_out;
         }
@@ -260,13 +391,27 @@ impl UNet {
             flip_sin_to_cos: p.flip_sin_to_cos,
             freq_shift: p.freq_shift,
             time_input_dim: c0,
-            conv_in: conv2d(&w.pp("conv_in"), p.in_channels, c0, p.conv_in_kernel, 1, p.conv_in_kernel / 2)?,
+            conv_in: conv2d(
+                &w.pp("conv_in"),
+                p.in_channels,
+                c0,
+                p.conv_in_kernel,
+                1,
+                p.conv_in_kernel / 2,
+            )?,
             time_embedding: TimestepEmbedding::new(&w.pp("time_embedding"), c0, temb)?,
             down,
             mid,
             up,
             conv_norm_out: group_norm(&w.pp("conv_norm_out"), p.groups, c0, p.eps)?,
-            conv_out: conv2d(&w.pp("conv_out"), c0, p.out_channels, p.conv_out_kernel, 1, p.conv_out_kernel / 2)?,
+            conv_out: conv2d(
+                &w.pp("conv_out"),
+                c0,
+                p.out_channels,
+                p.conv_out_kernel,
+                1,
+                p.conv_out_kernel / 2,
+            )?,
             taps,
             parameters: w.loaded_parameters(),
         })
@@ -297,9 +442,25 @@ impl UNet {
 
     /// One forward pass for timestep `t`, offering every module's output to `rec` and returning as
     /// soon as `rec` has all it wants.
-    pub fn forward_taps(&self, sample: &Tensor, t: f64, context: Option<&Tensor>, rec: &mut TapRecorder) -> Result<()> {
-        let sample = if self.center_input_sample { ((sample * 2.0)? - 1.0)? } else { sample.clone() };
-        let t_feat = timestep_features(t, self.time_input_dim, self.flip_sin_to_cos, self.freq_shift, sample.device())?;
+    pub fn forward_taps(
+        &self,
+        sample: &Tensor,
+        t: f64,
+        context: Option<&Tensor>,
+        rec: &mut TapRecorder,
+    ) -> Result<()> {
+        let sample = if self.center_input_sample {
+            ((sample * 2.0)? - 1.0)?
+        } else {
+            sample.clone()
+        };
+        let t_feat = timestep_features(
+            t,
+            self.time_input_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            sample.device(),
+        )?;
         let temb = self.time_embedding.forward(&t_feat)?;
         let temb = Some(&temb);
 
@@ -340,7 +501,9 @@ impl UNet {
 
         for (i, block) in self.up.iter().enumerate() {
             for (j, resnet) in block.level.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| Error::invalid("UNet: skip connections exhausted"))?;
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| Error::invalid("UNet: skip connections exhausted"))?;
                 h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, temb)?;
                 tap!(rec, format!("up_blocks.{i}.resnets.{j}"), h);
                 if let Some(attn) = block.level.attentions.get(j) {
@@ -350,7 +513,9 @@ impl UNet {
             }
             if let Some(us) = &block.upsampler {
                 // The next skip's size: 2x, or what the odd-sized input had on the way down.
-                let next = skips.last().ok_or_else(|| Error::invalid("UNet: skip connections exhausted"))?;
+                let next = skips
+                    .last()
+                    .ok_or_else(|| Error::invalid("UNet: skip connections exhausted"))?;
                 let (_, _, sh, sw) = next.dims4()?;
                 h = us.forward(&h, (sh, sw))?;
                 tap!(rec, format!("up_blocks.{i}.upsamplers.0"), h);
@@ -358,7 +523,9 @@ impl UNet {
             tap!(rec, format!("up_blocks.{i}"), h);
         }
 
-        let out = self.conv_out.forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+        let out = self
+            .conv_out
+            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
         tap!(rec, "conv_out", out);
         Ok(())
     }
@@ -367,17 +534,27 @@ impl UNet {
 fn plan_conditional(c: &UNet2DConditionConfig) -> Result<Plan> {
     let n = c.block_out_channels.len();
     // In UNet2DConditionModel `attention_head_dim` is, for historical reasons, the number of heads.
-    let heads = c.num_attention_heads.as_ref().unwrap_or(&c.attention_head_dim).for_levels(n, "attention_head_dim")?;
+    let heads = c
+        .num_attention_heads
+        .as_ref()
+        .unwrap_or(&c.attention_head_dim)
+        .for_levels(n, "attention_head_dim")?;
     let cross = c.cross_attention_dim.for_levels(n, "cross_attention_dim")?;
     let layers = c.layers_per_block.for_levels(n, "layers_per_block")?;
-    let tlayers = c.transformer_layers_per_block.for_levels(n, "transformer_layers_per_block")?;
+    let tlayers = c
+        .transformer_layers_per_block
+        .for_levels(n, "transformer_layers_per_block")?;
     let levels = c
         .down_block_types
         .iter()
         .enumerate()
         .map(|(i, ty)| LevelPlan {
             attention: if ty.starts_with("CrossAttn") {
-                AttentionPlan::Transformer { heads: heads[i], layers: tlayers[i], context_dim: cross[i] }
+                AttentionPlan::Transformer {
+                    heads: heads[i],
+                    layers: tlayers[i],
+                    context_dim: cross[i],
+                }
             } else {
                 AttentionPlan::None
             },
@@ -391,7 +568,11 @@ fn plan_conditional(c: &UNet2DConditionConfig) -> Result<Plan> {
         out_channels: c.out_channels,
         channels: c.block_out_channels.clone(),
         levels,
-        mid_attention: AttentionPlan::Transformer { heads: heads[n - 1], layers: tlayers[n - 1], context_dim: cross[n - 1] },
+        mid_attention: AttentionPlan::Transformer {
+            heads: heads[n - 1],
+            layers: tlayers[n - 1],
+            context_dim: cross[n - 1],
+        },
         groups: c.norm_num_groups,
         eps: c.norm_eps,
         mid_scale: c.mid_block_scale_factor,
@@ -415,7 +596,11 @@ fn plan_pixel(c: &UNet2DConfig) -> Result<Plan> {
         .map(|(i, ty)| LevelPlan {
             attention: if ty.starts_with("Attn") {
                 // Here `attention_head_dim` is the head size; null means one head.
-                AttentionPlan::Spatial { head_dim: Some(c.attention_head_dim.unwrap_or(c.block_out_channels[i])), groups: c.norm_num_groups, rescale: 1.0 }
+                AttentionPlan::Spatial {
+                    head_dim: Some(c.attention_head_dim.unwrap_or(c.block_out_channels[i])),
+                    groups: c.norm_num_groups,
+                    rescale: 1.0,
+                }
             } else {
                 AttentionPlan::None
             },
@@ -459,7 +644,9 @@ fn has_attention(block_type: &str) -> bool {
 fn check_up_matches_down(down: &[String], up: &[String]) -> Result<()> {
     for (d, u) in down.iter().zip(up.iter().rev()) {
         if has_attention(d) != has_attention(u) {
-            return Err(Error::unsupported(format!("up block `{u}` mirroring down block `{d}` (attention must be symmetric)")));
+            return Err(Error::unsupported(format!(
+                "up block `{u}` mirroring down block `{d}` (attention must be symmetric)"
+            )));
         }
     }
     Ok(())

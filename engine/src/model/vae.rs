@@ -38,10 +38,15 @@ impl VaeEncoder {
     pub fn load(dir: &Path, device: &candle_core::Device) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(Error::file(dir, "not a diffusers VAE folder: config.json is missing"));
+            return Err(Error::file(
+                dir,
+                "not a diffusers VAE folder: config.json is missing",
+            ));
         }
         let config: AutoencoderKLConfig = read_json(&config_path)?;
-        config.check_supported().map_err(|e| Error::file(&config_path, e.to_string()))?;
+        config
+            .check_supported()
+            .map_err(|e| Error::file(&config_path, e.to_string()))?;
         let files = find_weight_files(dir, "diffusion_pytorch_model")?;
         let weights = Weights::open(&files, device)?;
         Self::build(&weights.pp("encoder"), &weights, config)
@@ -50,26 +55,56 @@ impl VaeEncoder {
     fn build(w: &Weights, root: &Weights, config: AutoencoderKLConfig) -> Result<Self> {
         let ch = &config.block_out_channels;
         let groups = config.norm_num_groups;
-        let spec = |c_in, c_out| ResnetSpec { c_in, c_out, temb: None, groups, eps: VAE_EPS, output_scale_factor: 1.0 };
+        let spec = |c_in, c_out| ResnetSpec {
+            c_in,
+            c_out,
+            temb: None,
+            groups,
+            eps: VAE_EPS,
+            output_scale_factor: 1.0,
+        };
         let mut levels = Vec::with_capacity(ch.len());
         for (i, &c_out) in ch.iter().enumerate() {
             let wb = w.pp(format!("down_blocks.{i}"));
             let c_in = if i == 0 { ch[0] } else { ch[i - 1] };
             let resnets = (0..config.layers_per_block)
-                .map(|j| ResnetBlock::new(&wb.pp(format!("resnets.{j}")), &spec(if j == 0 { c_in } else { c_out }, c_out)))
+                .map(|j| {
+                    ResnetBlock::new(
+                        &wb.pp(format!("resnets.{j}")),
+                        &spec(if j == 0 { c_in } else { c_out }, c_out),
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
-            let downsampler = if i + 1 < ch.len() { Some(Downsample::new(&wb.pp("downsamplers.0"), c_out, 0)?) } else { None };
-            levels.push(EncoderLevel { resnets, downsampler });
+            let downsampler = if i + 1 < ch.len() {
+                Some(Downsample::new(&wb.pp("downsamplers.0"), c_out, 0)?)
+            } else {
+                None
+            };
+            levels.push(EncoderLevel {
+                resnets,
+                downsampler,
+            });
         }
         let c_last = ch[ch.len() - 1];
         let wm = w.pp("mid_block");
         let mid_attention = if config.mid_block_add_attention {
-            Some(SpatialAttention::new(&wm.pp("attentions.0"), c_last, None, groups, VAE_EPS, 1.0)?)
+            Some(SpatialAttention::new(
+                &wm.pp("attentions.0"),
+                c_last,
+                None,
+                groups,
+                VAE_EPS,
+                1.0,
+            )?)
         } else {
             None
         };
         let moments = 2 * config.latent_channels;
-        let quant_conv = if config.use_quant_conv { Some(conv2d(&root.pp("quant_conv"), moments, moments, 1, 1, 0)?) } else { None };
+        let quant_conv = if config.use_quant_conv {
+            Some(conv2d(&root.pp("quant_conv"), moments, moments, 1, 1, 0)?)
+        } else {
+            None
+        };
         Ok(Self {
             conv_in: conv2d(&w.pp("conv_in"), config.in_channels, ch[0], 3, 1, 1)?,
             levels,
@@ -100,7 +135,9 @@ impl VaeEncoder {
             h = a.forward(&h)?;
         }
         h = self.mid_resnet_1.forward(&h, None)?;
-        let mut moments = self.conv_out.forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+        let mut moments = self
+            .conv_out
+            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }

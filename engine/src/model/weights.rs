@@ -14,7 +14,11 @@ const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
 
 /// Refuse a path that names a pickled checkpoint.
 pub fn refuse_pickle(path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
         return Err(Error::file(
             path,
@@ -48,7 +52,10 @@ pub fn find_weight_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
             refuse_pickle(&p)?;
         }
     }
-    Err(Error::file(dir, format!("no weights found: expected {stem}.safetensors")))
+    Err(Error::file(
+        dir,
+        format!("no weights found: expected {stem}.safetensors"),
+    ))
 }
 
 fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
@@ -59,7 +66,11 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::file(index, "missing \"weight_map\""))?;
     let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+    let mut files: Vec<PathBuf> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(|f| dir.join(f))
+        .collect();
     files.sort();
     files.dedup();
     Ok(files)
@@ -96,17 +107,30 @@ impl Weights {
             // Parse each header on its own first so a bad file is named precisely.
             // SAFETY: the file is mapped read-only; like every mmap reader we rely on it not being
             // truncated by another process while in use.
-            let one = unsafe { MmapedSafetensors::new(f) }
-                .map_err(|e| Error::file(f, format!("not a valid safetensors file (truncated or corrupt?): {}", root_cause(&e))))?;
+            let one = unsafe { MmapedSafetensors::new(f) }.map_err(|e| {
+                Error::file(
+                    f,
+                    format!(
+                        "not a valid safetensors file (truncated or corrupt?): {}",
+                        root_cause(&e)
+                    ),
+                )
+            })?;
             for (name, _) in one.tensors() {
                 file_of.insert(name, i);
             }
         }
         // SAFETY: as above.
-        let tensors = unsafe { MmapedSafetensors::multi(files) }
-            .map_err(|e| Error::file(&files[0], format!("cannot map weights: {}", root_cause(&e))))?;
+        let tensors = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| {
+            Error::file(&files[0], format!("cannot map weights: {}", root_cause(&e)))
+        })?;
         Ok(Self {
-            store: Arc::new(Store { tensors, files: files.to_vec(), file_of, loaded: Default::default() }),
+            store: Arc::new(Store {
+                tensors,
+                files: files.to_vec(),
+                file_of,
+                loaded: Default::default(),
+            }),
             prefix: String::new(),
             device: device.clone(),
         })
@@ -114,8 +138,16 @@ impl Weights {
 
     /// The same weights under `prefix.name`.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{}", self.prefix, name) };
-        Self { store: self.store.clone(), prefix, device: self.device.clone() }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        };
+        Self {
+            store: self.store.clone(),
+            prefix,
+            device: self.device.clone(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -123,12 +155,20 @@ impl Weights {
     }
 
     fn full_name(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{}", self.prefix, name) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        }
     }
 
     /// The stored shape of `name`, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.store.tensors.get(&self.full_name(name)).ok().map(|v| v.shape().to_vec())
+        self.store
+            .tensors
+            .get(&self.full_name(name))
+            .ok()
+            .map(|v| v.shape().to_vec())
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -138,7 +178,11 @@ impl Weights {
     fn file_label(&self) -> PathBuf {
         match self.store.files.as_slice() {
             [one] => one.clone(),
-            files => files.first().and_then(|f| f.parent()).map(Path::to_path_buf).unwrap_or_default(),
+            files => files
+                .first()
+                .and_then(|f| f.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
         }
     }
 
@@ -146,14 +190,24 @@ impl Weights {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = self.full_name(name);
         let Some(&file_idx) = self.store.file_of.get(&full) else {
-            return Err(Error::file(self.file_label(), format!("weight `{full}` is missing (expected shape {shape:?})")));
+            return Err(Error::file(
+                self.file_label(),
+                format!("weight `{full}` is missing (expected shape {shape:?})"),
+            ));
         };
         let file = &self.store.files[file_idx];
-        let view = self.store.tensors.get(&full).map_err(|e| Error::file(file, format!("weight `{full}`: {}", root_cause(&e))))?;
+        let view = self
+            .store
+            .tensors
+            .get(&full)
+            .map_err(|e| Error::file(file, format!("weight `{full}`: {}", root_cause(&e))))?;
         if view.shape() != shape {
             return Err(Error::file(
                 file,
-                format!("weight `{full}` has shape {:?}, but the config implies {shape:?}", view.shape()),
+                format!(
+                    "weight `{full}` has shape {:?}, but the config implies {shape:?}",
+                    view.shape()
+                ),
             ));
         }
         let t = self
@@ -161,7 +215,9 @@ impl Weights {
             .tensors
             .load(&full, &self.device)
             .map_err(|e| Error::file(file, format!("weight `{full}`: {}", root_cause(&e))))?;
-        self.store.loaded.fetch_add(t.elem_count(), std::sync::atomic::Ordering::Relaxed);
+        self.store
+            .loaded
+            .fetch_add(t.elem_count(), std::sync::atomic::Ordering::Relaxed);
         Ok(t.to_dtype(DType::F32)?)
     }
 
