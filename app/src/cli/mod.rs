@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod extract;
+mod feature_args;
+
 #[derive(Parser)]
 #[command(
     name = "diffscope",
@@ -16,11 +19,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Extract feature maps of one image at timestep t from the chosen UNet taps.
+    Extract(extract::ExtractArgs),
+}
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Extract(args) => extract::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,4 +1,6 @@
-//! Feature extraction: the recipe, tap names, maps.
+//! Feature extraction: the recipe, whole-image extraction, maps, dumps.
 
+pub mod dump;
+pub mod extract;
 pub mod map;
 pub mod recipe;

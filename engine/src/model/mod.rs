@@ -10,3 +10,6 @@ pub mod taps;
 pub mod unet;
 pub mod vae;
 pub mod weights;
+pub mod clip;
+pub mod pipeline;
+pub mod repo;

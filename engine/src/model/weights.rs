@@ -76,6 +76,13 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Number of values stored in a component's weight files (its parameter count).
+pub fn count_parameters(dir: &Path, stem: &str) -> Result<usize> {
+    let files = find_weight_files(dir, stem)?;
+    let weights = Weights::open(&files, &Device::Cpu)?;
+    Ok(weights.store.tensors.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>()).sum())
+}
+
 struct Store {
     tensors: MmapedSafetensors,
     /// The file each tensor lives in, for error messages.
