@@ -311,7 +311,7 @@ fn text_encoder_errors_name_the_file_and_the_key() {
     let dir = edited_text_encoder(|_, config| config["intermediate_size"] = Value::from(65));
     let message = load_error(dir.path());
     assert!(
-        message.contains("encoder.layers.0.mlp.fc1.weight") && message.contains("expected [65, "),
+        message.contains("encoder.layers.0.mlp.fc1.weight") && message.contains("[65, "),
         "{message}"
     );
 
@@ -320,7 +320,7 @@ fn text_encoder_errors_name_the_file_and_the_key() {
     std::fs::write(dir.path().join("pytorch_model.bin"), b"pickle").expect("write");
     let message = load_error(dir.path());
     assert!(
-        message.contains("pytorch_model.bin") && message.contains("model.safetensors"),
+        message.contains("pytorch_model.bin") && message.contains(".safetensors"),
         "{message}"
     );
 

@@ -6,7 +6,6 @@ mod bpe;
 mod text_encoder;
 mod tokenizer;
 mod tokenizer_files;
-mod weights;
 
 pub use text_encoder::{Activation, ClipTextConfig, ClipTextEncoder};
 pub use tokenizer::ClipTokenizer;

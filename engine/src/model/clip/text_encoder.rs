@@ -8,8 +8,9 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
-use super::weights::Weights;
 use crate::error::{Error, Result, WithPath};
+use crate::model::layers::{apply_linear_3d, layer_norm, linear};
+use crate::model::weights::{find_weight_files, refuse_pickle, Weights};
 
 /// The MLP's activation, by its transformers name.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,7 +99,10 @@ impl ClipTextConfig {
             hidden_act,
             layer_norm_eps,
         };
-        if config.hidden_size % config.num_attention_heads != 0 {
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+        {
             return Err(Error::file(
                 path,
                 format!(
@@ -126,8 +130,7 @@ impl SelfAttention {
     fn forward(&self, xs: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
         let (batch, seq, hidden) = xs.dims3()?;
         let heads = |projection: &Linear| -> Result<Tensor> {
-            Ok(projection
-                .forward(xs)?
+            Ok(apply_linear_3d(projection, xs)?
                 .reshape((batch, seq, self.num_heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
@@ -144,7 +147,7 @@ impl SelfAttention {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch, seq, hidden))?;
-        Ok(self.out_proj.forward(&attended)?)
+        apply_linear_3d(&self.out_proj, &attended)
     }
 }
 
@@ -185,46 +188,49 @@ impl ClipTextEncoder {
     /// weights converted to float32 on `device`).
     pub fn load(dir: &Path, device: &Device) -> Result<ClipTextEncoder> {
         let config = ClipTextConfig::load(&dir.join("config.json"))?;
-        let weights = Weights::open(dir, device)?;
+        // transformers names its pickles pytorch_model.bin.
+        let pickle = dir.join("pytorch_model.bin");
+        if pickle.is_file() && !dir.join("model.safetensors").is_file() {
+            refuse_pickle(&pickle)?;
+        }
+        let weights = Weights::open(&find_weight_files(dir, "model")?, device)?;
+        // transformers 4.x saved everything under `text_model.`, 5.x without.
+        let weights = if weights.contains("text_model.embeddings.token_embedding.weight") {
+            weights.pp("text_model")
+        } else {
+            weights
+        };
         let d = config.hidden_size;
-        let linear = |name: &str, inputs: usize, outputs: usize| -> Result<Linear> {
-            let weight = weights.get(&format!("{name}.weight"), &[outputs, inputs])?;
-            let bias = weights.get(&format!("{name}.bias"), &[outputs])?;
-            Ok(Linear::new(weight, Some(bias)))
-        };
-        let layer_norm = |name: &str| -> Result<LayerNorm> {
-            let weight = weights.get(&format!("{name}.weight"), &[d])?;
-            let bias = weights.get(&format!("{name}.bias"), &[d])?;
-            Ok(LayerNorm::new(weight, bias, config.layer_norm_eps))
-        };
+        let eps = config.layer_norm_eps;
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
-                let layer = format!("encoder.layers.{i}");
+                let layer = weights.pp(format!("encoder.layers.{i}"));
+                let attn = layer.pp("self_attn");
                 Ok(EncoderLayer {
-                    layer_norm1: layer_norm(&format!("{layer}.layer_norm1"))?,
+                    layer_norm1: layer_norm(&layer.pp("layer_norm1"), d, eps)?,
                     self_attn: SelfAttention {
-                        q_proj: linear(&format!("{layer}.self_attn.q_proj"), d, d)?,
-                        k_proj: linear(&format!("{layer}.self_attn.k_proj"), d, d)?,
-                        v_proj: linear(&format!("{layer}.self_attn.v_proj"), d, d)?,
-                        out_proj: linear(&format!("{layer}.self_attn.out_proj"), d, d)?,
+                        q_proj: linear(&attn.pp("q_proj"), d, d, true)?,
+                        k_proj: linear(&attn.pp("k_proj"), d, d, true)?,
+                        v_proj: linear(&attn.pp("v_proj"), d, d, true)?,
+                        out_proj: linear(&attn.pp("out_proj"), d, d, true)?,
                         num_heads: config.num_attention_heads,
                         head_dim: d / config.num_attention_heads,
                     },
-                    layer_norm2: layer_norm(&format!("{layer}.layer_norm2"))?,
-                    fc1: linear(&format!("{layer}.mlp.fc1"), d, config.intermediate_size)?,
-                    fc2: linear(&format!("{layer}.mlp.fc2"), config.intermediate_size, d)?,
+                    layer_norm2: layer_norm(&layer.pp("layer_norm2"), d, eps)?,
+                    fc1: linear(&layer.pp("mlp.fc1"), d, config.intermediate_size, true)?,
+                    fc2: linear(&layer.pp("mlp.fc2"), config.intermediate_size, d, true)?,
                     activation: config.hidden_act,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let embeddings = weights.pp("embeddings");
         Ok(ClipTextEncoder {
-            token_embedding: weights
-                .get("embeddings.token_embedding.weight", &[config.vocab_size, d])?,
-            position_embedding: weights.get(
-                "embeddings.position_embedding.weight",
+            token_embedding: embeddings.get("token_embedding.weight", &[config.vocab_size, d])?,
+            position_embedding: embeddings.get(
+                "position_embedding.weight",
                 &[config.max_position_embeddings, d],
             )?,
-            final_layer_norm: layer_norm("final_layer_norm")?,
+            final_layer_norm: layer_norm(&weights.pp("final_layer_norm"), d, eps)?,
             layers,
             device: device.clone(),
             dir: dir.to_path_buf(),

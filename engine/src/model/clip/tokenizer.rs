@@ -10,6 +10,10 @@
 //! 4. split into words with CLIP's pattern (whitespace dropped), then GPT-2's byte-level pattern;
 //! 5. byte-level BPE on each word, with `</w>` on its last character;
 //! 6. keep the first `max_length - 2` ids, wrap them in bos/eos, pad to `max_length`.
+//!
+//! transformers 4.x's `CLIPTokenizer` was a Python BPE (BasicTokenizer, and ftfy when installed)
+//! that gives other ids for CJK runs, control and format characters, decomposed accents and final
+//! sigma; its `CLIPTokenizerFast` is what 5.x and this code follow.
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;

@@ -229,7 +229,7 @@ fn add_role_tokens(
             )
         })?;
         let sharing = roles.iter().filter(|r| r.content == role.content);
-        let last = sharing.clone().last().unwrap_or(role);
+        let last = sharing.clone().next_back().unwrap_or(role);
         added_tokens.push(AddedToken {
             content: role.content.clone(),
             id,
