@@ -1,6 +1,7 @@
 //! Models: configs, weights, the UNets with taps, the VAE encoder, the CLIP text encoder, the noise schedule.
 
 pub mod attention;
+pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
