@@ -39,12 +39,22 @@ pub fn expand_taps(requested: &[String], offered: &[TapInfo]) -> Vec<String> {
     for r in requested {
         let r = r.trim();
         if r == "all" {
-            names.extend(offered.iter().filter(|t| t.block_level).map(|t| t.name.clone()));
+            names.extend(
+                offered
+                    .iter()
+                    .filter(|t| t.block_level)
+                    .map(|t| t.name.clone()),
+            );
         } else if !r.is_empty() {
             names.push(r.to_string());
         }
     }
-    let order = |n: &String| offered.iter().position(|t| &t.name == n).unwrap_or(usize::MAX);
+    let order = |n: &String| {
+        offered
+            .iter()
+            .position(|t| &t.name == n)
+            .unwrap_or(usize::MAX)
+    };
     names.sort_by_key(order);
     names.dedup();
     names
@@ -70,14 +80,33 @@ pub fn extract_image(
             format!("{width}x{height} is not a multiple of {stride}, which this model's VAE needs: pass --size, e.g. {}x{}", width / stride * stride, height / stride * stride),
         ));
     }
-    model.unet.check_input_size((height / stride) as usize, (width / stride) as usize).map_err(|e| Error::file(image_path, e.to_string()))?;
+    model
+        .unet
+        .check_input_size((height / stride) as usize, (width / stride) as usize)
+        .map_err(|e| Error::file(image_path, e.to_string()))?;
     let x = to_model_input(&image, &model.device)?;
     let latents = model.encode(&x)?;
     let context = model.condition(&settings.prompt)?;
-    let request = UNetRequest { t: settings.t, taps, noise: settings.noise.clone() };
-    let maps = extract_from_latents(&model.unet, &model.schedule, &latents, context.as_ref(), &request, cancel, progress)?;
+    let request = UNetRequest {
+        t: settings.t,
+        taps,
+        noise: settings.noise.clone(),
+    };
+    let maps = extract_from_latents(
+        &model.unet,
+        &model.schedule,
+        &latents,
+        context.as_ref(),
+        &request,
+        cancel,
+        progress,
+    )?;
     let metadata = describe(model, image_path, (width, height), settings, &request);
-    Ok(Extraction { taps: maps, latents: latents.squeeze(0)?, metadata })
+    Ok(Extraction {
+        taps: maps,
+        latents: latents.squeeze(0)?,
+        metadata,
+    })
 }
 
 fn describe(
@@ -91,15 +120,32 @@ fn describe(
     m.insert("model".into(), model.folders.root.display().to_string());
     m.insert("image".into(), image_path.display().to_string());
     m.insert("size".into(), format!("{width}x{height}"));
-    m.insert("resize".into(), if settings.size.is_some() { RESIZE_FILTER.to_string() } else { "none".to_string() });
+    m.insert(
+        "resize".into(),
+        if settings.size.is_some() {
+            RESIZE_FILTER.to_string()
+        } else {
+            "none".to_string()
+        },
+    );
     m.insert("t".into(), settings.t.to_string());
-    m.insert("alpha_bar".into(), model.schedule.alpha_bar(settings.t).map(|a| a.to_string()).unwrap_or_default());
+    m.insert(
+        "alpha_bar".into(),
+        model
+            .schedule
+            .alpha_bar(settings.t)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    );
     m.insert("taps".into(), request.taps.join(","));
     m.insert("ensemble".into(), settings.noise.ensemble().to_string());
     match &settings.noise {
         NoiseSource::Seeded { seed, .. } => {
             m.insert("seed".into(), seed.to_string());
-            m.insert("noise".into(), "seeded (rand StdRng, one stream per member)".into());
+            m.insert(
+                "noise".into(),
+                "seeded (rand StdRng, one stream per member)".into(),
+            );
         }
         NoiseSource::Given(_) => {
             m.insert("noise".into(), "given".into());
@@ -109,7 +155,13 @@ fn describe(
         PromptSource::Text(p) => m.insert("prompt".into(), p.clone()),
         PromptSource::Embeddings(_) => m.insert("prompt".into(), "<embeddings>".into()),
     };
-    m.insert("recipe".into(), "z_t = sqrt(ab[t]) z + sqrt(1-ab[t]) eps_k; UNet taps averaged over k".into());
-    m.insert("version".into(), format!("diffscope {}", env!("CARGO_PKG_VERSION")));
+    m.insert(
+        "recipe".into(),
+        "z_t = sqrt(ab[t]) z + sqrt(1-ab[t]) eps_k; UNet taps averaged over k".into(),
+    );
+    m.insert(
+        "version".into(),
+        format!("diffscope {}", env!("CARGO_PKG_VERSION")),
+    );
     m
 }

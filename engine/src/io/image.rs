@@ -18,13 +18,18 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
     if reader.format().is_none() {
-        return Err(Error::file(path, "not an image file (PNG or JPEG expected)"));
+        return Err(Error::file(
+            path,
+            "not an image file (PNG or JPEG expected)",
+        ));
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| Error::file(path, format!("cannot decode image: {e}")))?;
+    let img = reader
+        .decode()
+        .map_err(|e| Error::file(path, format!("cannot decode image: {e}")))?;
     Ok(img.to_rgb8())
 }
 
@@ -35,7 +40,9 @@ pub fn parse_size(text: &str) -> Result<(u32, u32)> {
     let w: u32 = w.trim().parse().map_err(|_| bad())?;
     let h: u32 = h.trim().parse().map_err(|_| bad())?;
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-        return Err(Error::invalid(format!("size {w}x{h} must be between 1 and {MAX_SIDE} on each side")));
+        return Err(Error::invalid(format!(
+            "size {w}x{h} must be between 1 and {MAX_SIDE} on each side"
+        )));
     }
     Ok((w, h))
 }
@@ -46,7 +53,9 @@ pub const RESIZE_FILTER: &str = "bicubic (Catmull-Rom)";
 /// Resize (squash, no crop) to `size` when given.
 pub fn resize(img: RgbImage, size: Option<(u32, u32)>) -> RgbImage {
     match size {
-        Some((w, h)) if (w, h) != img.dimensions() => image::imageops::resize(&img, w, h, FilterType::CatmullRom),
+        Some((w, h)) if (w, h) != img.dimensions() => {
+            image::imageops::resize(&img, w, h, FilterType::CatmullRom)
+        }
         _ => img,
     }
 }

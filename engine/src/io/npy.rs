@@ -94,7 +94,8 @@ pub struct NpyArray {
 impl NpyArray {
     /// An array whose value count must match its shape.
     pub fn new(shape: Vec<usize>, data: NpyData) -> Result<Self> {
-        let count = element_count(&shape).ok_or_else(|| Error::invalid(format!("npy shape {shape:?} is too large")))?;
+        let count = element_count(&shape)
+            .ok_or_else(|| Error::invalid(format!("npy shape {shape:?} is too large")))?;
         if count != data.len() {
             return Err(Error::invalid(format!(
                 "npy array of shape {shape:?} needs {count} values, got {}",
@@ -109,7 +110,10 @@ impl NpyArray {
         match &self.data {
             NpyData::F32(v) => Ok(v.clone()),
             NpyData::F64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
-            other => Err(Error::invalid(format!("expected a float array, got {}", other.dtype().descr()))),
+            other => Err(Error::invalid(format!(
+                "expected a float array, got {}",
+                other.dtype().descr()
+            ))),
         }
     }
 
@@ -118,7 +122,10 @@ impl NpyArray {
         match &self.data {
             NpyData::F32(v) => Ok(v.iter().map(|&x| f64::from(x)).collect()),
             NpyData::F64(v) => Ok(v.clone()),
-            other => Err(Error::invalid(format!("expected a float array, got {}", other.dtype().descr()))),
+            other => Err(Error::invalid(format!(
+                "expected a float array, got {}",
+                other.dtype().descr()
+            ))),
         }
     }
 }
@@ -148,7 +155,12 @@ pub fn read_feature_map(path: impl AsRef<Path>) -> Result<FeatureMap> {
     let (c, h, w) = match array.shape.as_slice() {
         [c, h, w] => (*c, *h, *w),
         [1, c, h, w] => (*c, *h, *w),
-        other => return Err(Error::file(path, format!("expected a [C,h,w] feature map, got shape {other:?}"))),
+        other => {
+            return Err(Error::file(
+                path,
+                format!("expected a [C,h,w] feature map, got shape {other:?}"),
+            ))
+        }
     };
     let values = array.to_f32().with_path(path)?;
     FeatureMap::new(c, h, w, values).with_path(path)
@@ -156,7 +168,10 @@ pub fn read_feature_map(path: impl AsRef<Path>) -> Result<FeatureMap> {
 
 /// Write a feature map as a `[C,h,w]` float32 `.npy` file.
 pub fn write_feature_map(path: impl AsRef<Path>, map: &FeatureMap) -> Result<()> {
-    let array = NpyArray::new(vec![map.channels, map.height, map.width], NpyData::F32(map.data.as_ref().clone()))?;
+    let array = NpyArray::new(
+        vec![map.channels, map.height, map.width],
+        NpyData::F32(map.data.as_ref().clone()),
+    )?;
     write_npy(path, &array)
 }
 
@@ -167,23 +182,41 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (header_len, header_start) = match major {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10usize),
+        1 => (
+            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+            10usize,
+        ),
         2 | 3 => {
-            let raw = bytes.get(8..12).ok_or_else(|| Error::invalid("truncated .npy header"))?;
+            let raw = bytes
+                .get(8..12)
+                .ok_or_else(|| Error::invalid("truncated .npy header"))?;
             let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            (usize::try_from(len).map_err(|_| Error::invalid("npy header too large"))?, 12)
+            (
+                usize::try_from(len).map_err(|_| Error::invalid("npy header too large"))?,
+                12,
+            )
         }
-        _ => return Err(Error::unsupported(format!(".npy format version {major}.{minor}"))),
+        _ => {
+            return Err(Error::unsupported(format!(
+                ".npy format version {major}.{minor}"
+            )))
+        }
     };
-    let data_start =
-        header_start.checked_add(header_len).ok_or_else(|| Error::invalid("npy header length overflows"))?;
-    let header_bytes = bytes
-        .get(header_start..data_start)
-        .ok_or_else(|| Error::invalid(format!("truncated .npy header: {header_len} bytes announced")))?;
-    let header = std::str::from_utf8(header_bytes).map_err(|_| Error::invalid("npy header is not text"))?;
+    let data_start = header_start
+        .checked_add(header_len)
+        .ok_or_else(|| Error::invalid("npy header length overflows"))?;
+    let header_bytes = bytes.get(header_start..data_start).ok_or_else(|| {
+        Error::invalid(format!(
+            "truncated .npy header: {header_len} bytes announced"
+        ))
+    })?;
+    let header =
+        std::str::from_utf8(header_bytes).map_err(|_| Error::invalid("npy header is not text"))?;
     let parsed = parse_header(header)?;
     if parsed.fortran_order {
-        return Err(Error::unsupported("Fortran-order .npy arrays (save with np.ascontiguousarray)"));
+        return Err(Error::unsupported(
+            "Fortran-order .npy arrays (save with np.ascontiguousarray)",
+        ));
     }
     let dtype = NpyDtype::from_descr(&parsed.descr).ok_or_else(|| {
         Error::unsupported(format!(
@@ -194,7 +227,9 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
     let count = element_count(&parsed.shape)
         .ok_or_else(|| Error::invalid(format!("npy shape {:?} is too large", parsed.shape)))?;
     let payload = &bytes[data_start..];
-    let expected = count.checked_mul(dtype.size()).ok_or_else(|| Error::invalid("npy array too large"))?;
+    let expected = count
+        .checked_mul(dtype.size())
+        .ok_or_else(|| Error::invalid("npy array too large"))?;
     if payload.len() != expected {
         return Err(Error::invalid(format!(
             "npy data of shape {:?} and dtype {} needs {expected} bytes, the file has {}",
@@ -204,7 +239,12 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
         )));
     }
     let data = match dtype {
-        NpyDtype::F32 => NpyData::F32(payload.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        NpyDtype::F32 => NpyData::F32(
+            payload
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
         NpyDtype::F64 => NpyData::F64(
             payload
                 .chunks_exact(8)
@@ -235,11 +275,24 @@ pub fn encode_npy(array: &NpyArray) -> Result<Vec<u8>> {
     }
     let shape_text = match array.shape.as_slice() {
         [single] => format!("({single},)"),
-        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape_text}, }}", array.data.dtype().descr());
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape_text}, }}",
+        array.data.dtype().descr()
+    );
     // Version 1 has a 2-byte header length; numpy switches to version 2 only when that overflows.
-    let (version, prefix_len) = if padded_len(10, dict.len()) - 10 <= usize::from(u16::MAX) { (1u8, 10) } else { (2u8, 12) };
+    let (version, prefix_len) = if padded_len(10, dict.len()) - 10 <= usize::from(u16::MAX) {
+        (1u8, 10)
+    } else {
+        (2u8, 12)
+    };
     let total_header = padded_len(prefix_len, dict.len());
     let header_len = total_header - prefix_len;
     let mut out = Vec::with_capacity(total_header + count * array.data.dtype().size());
@@ -256,9 +309,15 @@ pub fn encode_npy(array: &NpyArray) -> Result<Vec<u8>> {
     out.resize(total_header - 1, b' ');
     out.push(b'\n');
     match &array.data {
-        NpyData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        NpyData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        NpyData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        NpyData::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        NpyData::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        NpyData::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         NpyData::U8(v) => out.extend_from_slice(v),
     }
     Ok(out)
@@ -289,7 +348,11 @@ fn parse_header(text: &str) -> Result<Header> {
     let mut rest = body.trim();
     while !rest.is_empty() {
         let (key, after_key) = parse_quoted(rest).ok_or_else(|| bad_header(text))?;
-        let after_colon = after_key.trim_start().strip_prefix(':').ok_or_else(|| bad_header(text))?.trim_start();
+        let after_colon = after_key
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or_else(|| bad_header(text))?
+            .trim_start();
         let after_value = match key {
             "descr" => {
                 let (value, after) = parse_quoted(after_colon).ok_or_else(|| bad_header(text))?;
@@ -308,25 +371,41 @@ fn parse_header(text: &str) -> Result<Header> {
                 after
             }
             "shape" => {
-                let inner = after_colon.strip_prefix('(').ok_or_else(|| bad_header(text))?;
+                let inner = after_colon
+                    .strip_prefix('(')
+                    .ok_or_else(|| bad_header(text))?;
                 let close = inner.find(')').ok_or_else(|| bad_header(text))?;
                 let dims = inner[..close]
                     .split(',')
                     .map(str::trim)
                     .filter(|d| !d.is_empty())
-                    .map(|d| d.trim_end_matches('L').parse::<usize>().map_err(|_| bad_header(text)))
+                    .map(|d| {
+                        d.trim_end_matches('L')
+                            .parse::<usize>()
+                            .map_err(|_| bad_header(text))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 shape = Some(dims);
                 &inner[close + 1..]
             }
-            other => return Err(Error::invalid(format!("npy header has an unknown key '{other}': {text:?}"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "npy header has an unknown key '{other}': {text:?}"
+                )))
+            }
         };
         rest = after_value.trim_start();
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
     }
     match (descr, fortran_order, shape) {
-        (Some(descr), Some(fortran_order), Some(shape)) => Ok(Header { descr, fortran_order, shape }),
-        _ => Err(Error::invalid(format!("npy header lacks descr, fortran_order or shape: {text:?}"))),
+        (Some(descr), Some(fortran_order), Some(shape)) => Ok(Header {
+            descr,
+            fortran_order,
+            shape,
+        }),
+        _ => Err(Error::invalid(format!(
+            "npy header lacks descr, fortran_order or shape: {text:?}"
+        ))),
     }
 }
 
@@ -349,7 +428,11 @@ mod tests {
     #[test]
     fn roundtrip_every_dtype() {
         let arrays = [
-            NpyArray::new(vec![2, 3], NpyData::F32(vec![1.0, -2.5, 3.0, 0.0, f32::MAX, 1e-30])).unwrap(),
+            NpyArray::new(
+                vec![2, 3],
+                NpyData::F32(vec![1.0, -2.5, 3.0, 0.0, f32::MAX, 1e-30]),
+            )
+            .unwrap(),
             NpyArray::new(vec![4], NpyData::F64(vec![1.0, -2.5, 3.0, 1e300])).unwrap(),
             NpyArray::new(vec![1, 2, 2], NpyData::I64(vec![-1, 0, i64::MAX, 7])).unwrap(),
             NpyArray::new(vec![3], NpyData::U8(vec![0, 128, 255])).unwrap(),
@@ -358,7 +441,10 @@ mod tests {
         ];
         for array in arrays {
             let bytes = encode_npy(&array).unwrap();
-            assert_eq!((bytes.len() - array.data.len() * array.data.dtype().size()) % ALIGN, 0);
+            assert_eq!(
+                (bytes.len() - array.data.len() * array.data.dtype().size()) % ALIGN,
+                0
+            );
             assert_eq!(parse_npy(&bytes).unwrap(), array);
         }
     }
@@ -376,7 +462,8 @@ mod tests {
     #[test]
     fn clear_errors() {
         assert!(parse_npy(b"hello").is_err());
-        let mut bytes = encode_npy(&NpyArray::new(vec![2], NpyData::F32(vec![1.0, 2.0])).unwrap()).unwrap();
+        let mut bytes =
+            encode_npy(&NpyArray::new(vec![2], NpyData::F32(vec![1.0, 2.0])).unwrap()).unwrap();
         bytes.pop();
         let err = parse_npy(&bytes).unwrap_err().to_string();
         assert!(err.contains("needs 8 bytes"), "{err}");

@@ -62,7 +62,10 @@ impl DiffusionModel {
         let vae = match (&folders.vae, latent) {
             (Some(dir), true) => Some(VaeEncoder::load(dir, device)?),
             (None, true) => {
-                return Err(Error::file(&folders.root, "this UNet works on latents but the model has no vae/ folder"));
+                return Err(Error::file(
+                    &folders.root,
+                    "this UNet works on latents but the model has no vae/ folder",
+                ));
             }
             (_, false) => None,
         };
@@ -70,14 +73,18 @@ impl DiffusionModel {
             if vae.config.latent_channels != unet.in_channels {
                 return Err(Error::file(
                     folders.vae.as_ref().unwrap_or(&folders.root),
-                    format!("the VAE makes {} latent channels but the UNet takes {}", vae.config.latent_channels, unet.in_channels),
+                    format!(
+                        "the VAE makes {} latent channels but the UNet takes {}",
+                        vae.config.latent_channels, unet.in_channels
+                    ),
                 ));
             }
         }
         let text = match (&folders.tokenizer, &folders.text_encoder, unet.kind) {
-            (Some(tok), Some(enc), UNetKind::Conditional) => {
-                Some(TextConditioner { tokenizer: ClipTokenizer::from_dir(tok)?, encoder: ClipTextEncoder::load(enc, device)? })
-            }
+            (Some(tok), Some(enc), UNetKind::Conditional) => Some(TextConditioner {
+                tokenizer: ClipTokenizer::from_dir(tok)?,
+                encoder: ClipTextEncoder::load(enc, device)?,
+            }),
             _ => None,
         };
         if let (Some(text), Some(dim)) = (&text, unet.context_dim) {
@@ -99,8 +106,21 @@ impl DiffusionModel {
             (Some(_), Some(dir)) => count_parameters(dir, "model")?,
             _ => 0,
         };
-        let name = if spec == "default" { "default".to_string() } else { display_name(&folders.root) };
-        Ok(Self { name, folders, unet, vae, text, schedule, device: device.clone(), text_parameters })
+        let name = if spec == "default" {
+            "default".to_string()
+        } else {
+            display_name(&folders.root)
+        };
+        Ok(Self {
+            name,
+            folders,
+            unet,
+            vae,
+            text,
+            schedule,
+            device: device.clone(),
+            text_parameters,
+        })
     }
 
     pub fn summary(&self) -> ModelSummary {
@@ -122,7 +142,10 @@ impl DiffusionModel {
             conditional,
             timesteps: self.schedule.steps(),
             taps: self.unet.taps().to_vec(),
-            input_stride: self.vae.as_ref().map_or(1, |v| v.config.downsample_factor()),
+            input_stride: self
+                .vae
+                .as_ref()
+                .map_or(1, |v| v.config.downsample_factor()),
         }
     }
 
@@ -138,8 +161,12 @@ impl DiffusionModel {
     pub fn condition(&self, prompt: &PromptSource) -> Result<Option<Tensor>> {
         let Some(dim) = self.unet.context_dim else {
             return match prompt {
-                PromptSource::Text(p) if !p.is_empty() => Err(Error::invalid("this model is unconditional: it takes no prompt")),
-                PromptSource::Embeddings(_) => Err(Error::invalid("this model is unconditional: it takes no prompt embeddings")),
+                PromptSource::Text(p) if !p.is_empty() => Err(Error::invalid(
+                    "this model is unconditional: it takes no prompt",
+                )),
+                PromptSource::Embeddings(_) => Err(Error::invalid(
+                    "this model is unconditional: it takes no prompt embeddings",
+                )),
                 _ => Ok(None),
             };
         };
@@ -176,6 +203,13 @@ impl Default for PromptSource {
 }
 
 fn display_name(root: &std::path::Path) -> String {
-    let s: PathBuf = root.components().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+    let s: PathBuf = root
+        .components()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     s.display().to_string()
 }

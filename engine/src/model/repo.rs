@@ -63,7 +63,10 @@ pub fn resolve(spec: &str) -> Result<ModelFolders> {
 
 /// `models--org--name` (or its parent `snapshots/`) -> the snapshot that `refs/main` names, or the only one.
 fn resolve_hf_cache(path: &Path) -> Result<PathBuf> {
-    let is_cache = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("models--"));
+    let is_cache = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("models--"));
     if !is_cache {
         return Ok(path.to_path_buf());
     }
@@ -82,10 +85,16 @@ fn resolve_hf_cache(path: &Path) -> Result<PathBuf> {
     snaps.sort();
     match snaps.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(Error::file(&snapshots, "this Hugging Face cache folder has no snapshot")),
+        [] => Err(Error::file(
+            &snapshots,
+            "this Hugging Face cache folder has no snapshot",
+        )),
         _ => Err(Error::file(
             path,
-            format!("several snapshots and no refs/main: name one of them, e.g. {}", snaps[0].display()),
+            format!(
+                "several snapshots and no refs/main: name one of them, e.g. {}",
+                snaps[0].display()
+            ),
         )),
     }
 }
@@ -105,7 +114,12 @@ fn locate_components(path: &Path) -> Result<ModelFolders> {
         (path.to_path_buf(), path.join("unet"))
     } else if component_class(path).is_some_and(|c| c.starts_with("UNet2D")) {
         // A UNet component folder: use its siblings when they are there.
-        (path.parent().map(Path::to_path_buf).unwrap_or_else(|| path.to_path_buf()), path.to_path_buf())
+        (
+            path.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| path.to_path_buf()),
+            path.to_path_buf(),
+        )
     } else if let Some(class) = component_class(path) {
         return Err(Error::file(path, format!("this is a `{class}` component; diffscope needs a UNet (a pipeline folder or its unet/ folder)")));
     } else {

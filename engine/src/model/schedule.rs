@@ -126,9 +126,11 @@ impl NoiseSchedule {
                         })
                         .collect()
                 }
-                other => return Err(Error::unsupported(format!(
+                other => {
+                    return Err(Error::unsupported(format!(
                     "beta_schedule `{other}` (supported: linear, scaled_linear, squaredcos_cap_v2)"
-                ))),
+                )))
+                }
             }
         };
         if betas.len() != n {

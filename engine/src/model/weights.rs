@@ -80,7 +80,13 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
 pub fn count_parameters(dir: &Path, stem: &str) -> Result<usize> {
     let files = find_weight_files(dir, stem)?;
     let weights = Weights::open(&files, &Device::Cpu)?;
-    Ok(weights.store.tensors.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>()).sum())
+    Ok(weights
+        .store
+        .tensors
+        .tensors()
+        .iter()
+        .map(|(_, v)| v.shape().iter().product::<usize>())
+        .sum())
 }
 
 struct Store {
