@@ -20,7 +20,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     if reader.format().is_none() {
         return Err(Error::file(
             path,
-            "not an image file (PNG or JPEG expected)",
+            "not a readable image: neither PNG nor JPEG",
         ));
     }
     let mut limits = image::Limits::default();
@@ -29,7 +29,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     reader.limits(limits);
     let img = reader
         .decode()
-        .map_err(|e| Error::file(path, format!("cannot decode image: {e}")))?;
+        .map_err(|e| Error::file(path, format!("not a readable image: {e}")))?;
     Ok(img.to_rgb8())
 }
 
