@@ -284,3 +284,31 @@ impl Transformer2D {
         Ok((out + x)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::recipe::seeded_normal;
+    use candle_core::Device;
+
+    #[test]
+    fn query_chunks_give_the_same_attention() {
+        let dev = Device::Cpu;
+        let (bh, n, m, d) = (3, 50, 40, 8);
+        let q = seeded_normal(1, &[bh, n, d], &dev).unwrap();
+        let k = seeded_normal(2, &[bh, m, d], &dev).unwrap();
+        let v = seeded_normal(3, &[bh, m, d], &dev).unwrap();
+        let whole = chunked_attention(&q, &k, &v, 0.3, usize::MAX).unwrap();
+        // 7 queries per chunk: 8 chunks, the last one short.
+        let chunked = chunked_attention(&q, &k, &v, 0.3, bh * m * 7).unwrap();
+        let diff = (whole - chunked)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
+}
