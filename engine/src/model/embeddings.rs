@@ -7,9 +7,9 @@ use super::layers::linear;
 use super::weights::Weights;
 use crate::error::Result;
 
-/// diffusers' `get_timestep_embedding` for one timestep, computed in f32 in the same order.
+/// diffusers' `get_timestep_embedding` for a batch of timesteps `[B, dim]`, computed in f32 in the same order.
 pub fn timestep_features(
-    t: f64,
+    timesteps: &[f64],
     dim: usize,
     flip_sin_to_cos: bool,
     freq_shift: f64,
@@ -18,23 +18,24 @@ pub fn timestep_features(
     let half = dim / 2;
     let log_max_period = (10000f64).ln() as f32;
     let denom = (half as f64 - freq_shift) as f32;
-    let mut sin = Vec::with_capacity(half);
-    let mut cos = Vec::with_capacity(half);
-    for i in 0..half {
-        let exponent = -log_max_period * i as f32 / denom;
-        let arg = t as f32 * exponent.exp();
-        sin.push(arg.sin());
-        cos.push(arg.cos());
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-log_max_period * i as f32 / denom).exp())
+        .collect();
+    let mut rows = Vec::with_capacity(timesteps.len() * dim);
+    for &t in timesteps {
+        let args = freqs.iter().map(|f| t as f32 * f);
+        let sin = args.clone().map(f32::sin);
+        let cos = args.map(f32::cos);
+        if flip_sin_to_cos {
+            rows.extend(cos.chain(sin));
+        } else {
+            rows.extend(sin.chain(cos));
+        }
+        if dim % 2 == 1 {
+            rows.push(0.0);
+        }
     }
-    let mut emb = if flip_sin_to_cos {
-        [cos, sin].concat()
-    } else {
-        [sin, cos].concat()
-    };
-    if dim % 2 == 1 {
-        emb.push(0.0);
-    }
-    Ok(Tensor::from_vec(emb, (1, dim), device)?)
+    Ok(Tensor::from_vec(rows, (timesteps.len(), dim), device)?)
 }
 
 /// `TimestepEmbedding`: linear, SiLU, linear.

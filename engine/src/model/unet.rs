@@ -172,34 +172,16 @@ impl UNet {
                 "not a diffusers UNet folder: config.json is missing",
             ));
         }
-        let raw: serde_json::Value = read_json(&config_path)?;
-        let class = raw
-            .get("_class_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        let plan = match class {
-            "UNet2DConditionModel" => {
-                let c: UNet2DConditionConfig = read_json(&config_path)?;
-                c.check_supported().map_err(|e| Error::file(&config_path, e.to_string()))?;
-                plan_conditional(&c).map_err(|e| Error::file(&config_path, e.to_string()))?
-            }
-            "UNet2DModel" => {
-                let c: UNet2DConfig = read_json(&config_path)?;
-                c.check_supported().map_err(|e| Error::file(&config_path, e.to_string()))?;
-                plan_pixel(&c).map_err(|e| Error::file(&config_path, e.to_string()))?
-            }
-            other => {
-                return Err(Error::file(
-                    &config_path,
-                    format!("model class `{other}` is not supported (supported: UNet2DConditionModel, UNet2DModel)"),
-                ))
-            }
-        };
+        let plan = read_plan(&config_path)?;
         let files = find_weight_files(dir, "diffusion_pytorch_model")?;
         let weights = Weights::open(&files, device)?;
         Self::build(&weights, &plan)
     }
 
+    /// Build from a `config.json` and weights from anywhere (trainable variables, for instance).
+    pub fn with_weights(config_path: &Path, weights: &Weights) -> Result<Self> {
+        Self::build(weights, &read_plan(config_path)?)
+    }
     fn build(w: &Weights, p: &Plan) -> Result<Self> {
         let n = p.channels.len();
         let c0 = p.channels[0];
@@ -449,13 +431,24 @@ impl UNet {
         context: Option<&Tensor>,
         rec: &mut TapRecorder,
     ) -> Result<()> {
+        self.forward_batch(sample, &[t], context, rec)
+    }
+
+    /// The forward pass of a batch, one timestep per sample (or one for all).
+    pub fn forward_batch(
+        &self,
+        sample: &Tensor,
+        timesteps: &[f64],
+        context: Option<&Tensor>,
+        rec: &mut TapRecorder,
+    ) -> Result<()> {
         let sample = if self.center_input_sample {
             ((sample * 2.0)? - 1.0)?
         } else {
             sample.clone()
         };
         let t_feat = timestep_features(
-            t,
+            timesteps,
             self.time_input_dim,
             self.flip_sin_to_cos,
             self.freq_shift,
@@ -529,6 +522,33 @@ impl UNet {
         tap!(rec, "conv_out", out);
         Ok(())
     }
+}
+
+fn read_plan(config_path: &Path) -> Result<Plan> {
+    let raw: serde_json::Value = read_json(config_path)?;
+    let class = raw
+        .get("_class_name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let plan = match class {
+            "UNet2DConditionModel" => {
+                let c: UNet2DConditionConfig = read_json(config_path)?;
+                c.check_supported().map_err(|e| Error::file(config_path, e.to_string()))?;
+                plan_conditional(&c).map_err(|e| Error::file(config_path, e.to_string()))?
+            }
+            "UNet2DModel" => {
+                let c: UNet2DConfig = read_json(config_path)?;
+                c.check_supported().map_err(|e| Error::file(config_path, e.to_string()))?;
+                plan_pixel(&c).map_err(|e| Error::file(config_path, e.to_string()))?
+            }
+            other => {
+                return Err(Error::file(
+                    config_path,
+                    format!("model class `{other}` is not supported (supported: UNet2DConditionModel, UNet2DModel)"),
+                ))
+            }
+        };
+    Ok(plan)
 }
 
 fn plan_conditional(c: &UNet2DConditionConfig) -> Result<Plan> {

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result, WithPath};
 
@@ -80,26 +84,36 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
 pub fn count_parameters(dir: &Path, stem: &str) -> Result<usize> {
     let files = find_weight_files(dir, stem)?;
     let weights = Weights::open(&files, &Device::Cpu)?;
-    Ok(weights
-        .store
-        .tensors
-        .tensors()
-        .iter()
-        .map(|(_, v)| v.shape().iter().product::<usize>())
-        .sum())
+    match &weights.store.source {
+        Source::Files { tensors, .. } => Ok(tensors
+            .tensors()
+            .iter()
+            .map(|(_, v)| v.shape().iter().product::<usize>())
+            .sum()),
+        Source::Trainable(_) => Ok(0),
+    }
+}
+
+enum Source {
+    /// Memory-mapped safetensors files.
+    Files {
+        tensors: MmapedSafetensors,
+        files: Vec<PathBuf>,
+        /// The file each tensor lives in, for error messages.
+        file_of: HashMap<String, usize>,
+    },
+    /// Variables for training, created on first request.
+    Trainable(Arc<TrainableParams>),
 }
 
 struct Store {
-    tensors: MmapedSafetensors,
-    /// The file each tensor lives in, for error messages.
-    files: Vec<PathBuf>,
-    file_of: HashMap<String, usize>,
+    source: Source,
     /// Elements read so far, to report a model's parameter count.
     loaded: std::sync::atomic::AtomicUsize,
 }
 
-/// A view into a set of safetensors files under a name prefix (`down_blocks.0.resnets.1`).
-/// Tensors come out as float32 on the target device.
+/// A view into a model's weights under a name prefix (`down_blocks.0.resnets.1`), read from
+/// safetensors files or from trainable variables. Tensors come out as float32 on the device.
 #[derive(Clone)]
 pub struct Weights {
     store: Arc<Store>,
@@ -137,16 +151,28 @@ impl Weights {
         let tensors = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| {
             Error::file(&files[0], format!("cannot map weights: {}", root_cause(&e)))
         })?;
-        Ok(Self {
+        let source = Source::Files {
+            tensors,
+            files: files.to_vec(),
+            file_of,
+        };
+        Ok(Self::with_source(source, device))
+    }
+
+    /// Weights backed by trainable variables (see [`TrainableParams`]).
+    pub fn trainable(params: Arc<TrainableParams>, device: &Device) -> Self {
+        Self::with_source(Source::Trainable(params), device)
+    }
+
+    fn with_source(source: Source, device: &Device) -> Self {
+        Self {
             store: Arc::new(Store {
-                tensors,
-                files: files.to_vec(),
-                file_of,
+                source,
                 loaded: Default::default(),
             }),
             prefix: String::new(),
             device: device.clone(),
-        })
+        }
     }
 
     /// The same weights under `prefix.name`.
@@ -177,57 +203,63 @@ impl Weights {
 
     /// The stored shape of `name`, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.store
-            .tensors
-            .get(&self.full_name(name))
-            .ok()
-            .map(|v| v.shape().to_vec())
+        let full = self.full_name(name);
+        match &self.store.source {
+            Source::Files { tensors, .. } => tensors.get(&full).ok().map(|v| v.shape().to_vec()),
+            Source::Trainable(p) => p.shape(&full),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.store.file_of.contains_key(&self.full_name(name))
-    }
-
-    fn file_label(&self) -> PathBuf {
-        match self.store.files.as_slice() {
-            [one] => one.clone(),
-            files => files
-                .first()
-                .and_then(|f| f.parent())
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
+        let full = self.full_name(name);
+        match &self.store.source {
+            Source::Files { file_of, .. } => file_of.contains_key(&full),
+            Source::Trainable(p) => p.shape(&full).is_some(),
         }
     }
 
     /// The tensor `name` (under the prefix), checked against `shape`, as float32.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = self.full_name(name);
-        let Some(&file_idx) = self.store.file_of.get(&full) else {
-            return Err(Error::file(
-                self.file_label(),
-                format!("weight `{full}` is missing (expected shape {shape:?})"),
-            ));
+        let t = match &self.store.source {
+            Source::Files {
+                tensors,
+                files,
+                file_of,
+            } => {
+                let label = match files.as_slice() {
+                    [one] => one.clone(),
+                    many => many
+                        .first()
+                        .and_then(|f| f.parent())
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                };
+                let Some(&file_idx) = file_of.get(&full) else {
+                    return Err(Error::file(
+                        label,
+                        format!("weight `{full}` is missing (expected shape {shape:?})"),
+                    ));
+                };
+                let file = &files[file_idx];
+                let view = tensors.get(&full).map_err(|e| {
+                    Error::file(file, format!("weight `{full}`: {}", root_cause(&e)))
+                })?;
+                if view.shape() != shape {
+                    return Err(Error::file(
+                        file,
+                        format!(
+                            "weight `{full}` has shape {:?}, but the config implies {shape:?}",
+                            view.shape()
+                        ),
+                    ));
+                }
+                tensors.load(&full, &self.device).map_err(|e| {
+                    Error::file(file, format!("weight `{full}`: {}", root_cause(&e)))
+                })?
+            }
+            Source::Trainable(p) => p.get_or_create(&full, shape, &self.device)?,
         };
-        let file = &self.store.files[file_idx];
-        let view = self
-            .store
-            .tensors
-            .get(&full)
-            .map_err(|e| Error::file(file, format!("weight `{full}`: {}", root_cause(&e))))?;
-        if view.shape() != shape {
-            return Err(Error::file(
-                file,
-                format!(
-                    "weight `{full}` has shape {:?}, but the config implies {shape:?}",
-                    view.shape()
-                ),
-            ));
-        }
-        let t = self
-            .store
-            .tensors
-            .load(&full, &self.device)
-            .map_err(|e| Error::file(file, format!("weight `{full}`: {}", root_cause(&e))))?;
         self.store
             .loaded
             .fetch_add(t.elem_count(), std::sync::atomic::Ordering::Relaxed);
@@ -237,6 +269,109 @@ impl Weights {
     /// Parameters read through any view of these weights so far.
     pub fn loaded_parameters(&self) -> usize {
         self.store.loaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Trainable variables named by diffusers' parameter paths. A fresh set creates each variable when
+/// a layer first asks for it, initialised as PyTorch initialises that layer (uniform +-1/sqrt(fan_in)
+/// for conv and linear weights and biases, ones and zeros for norms); a set restored from a
+/// checkpoint refuses names the checkpoint lacks.
+pub struct TrainableParams {
+    vars: Mutex<BTreeMap<String, Var>>,
+    rng: Mutex<rand::rngs::StdRng>,
+    fixed: bool,
+}
+
+impl TrainableParams {
+    pub fn random(seed: u64) -> Arc<Self> {
+        Arc::new(Self {
+            vars: Mutex::new(BTreeMap::new()),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            fixed: false,
+        })
+    }
+
+    /// Variables holding the given tensors (a checkpoint to resume or fine-tune).
+    pub fn from_tensors(tensors: HashMap<String, Tensor>) -> Result<Arc<Self>> {
+        let mut vars = BTreeMap::new();
+        for (name, t) in tensors {
+            vars.insert(name, Var::from_tensor(&t.to_dtype(DType::F32)?)?);
+        }
+        Ok(Arc::new(Self {
+            vars: Mutex::new(vars),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(0)),
+            fixed: true,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Var>> {
+        self.vars
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.lock().get(name).map(|v| v.dims().to_vec())
+    }
+
+    fn get_or_create(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
+        let mut vars = self.lock();
+        if let Some(v) = vars.get(name) {
+            if v.dims() != shape {
+                return Err(Error::invalid(format!(
+                    "parameter `{name}` has shape {:?}, but the config implies {shape:?} (a checkpoint of another architecture?)",
+                    v.dims()
+                )));
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        if self.fixed {
+            return Err(Error::invalid(format!(
+                "parameter `{name}` is missing from the checkpoint (another architecture?)"
+            )));
+        }
+        let sibling_fan_in = |vars: &BTreeMap<String, Var>| {
+            let weight = format!("{}weight", name.strip_suffix("bias").unwrap_or(""));
+            vars.get(&weight)
+                .filter(|w| w.rank() >= 2)
+                .map(|w| w.dims()[1..].iter().product::<usize>())
+        };
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        let values: Vec<f32> = match (leaf, shape.len()) {
+            ("weight", 1) => vec![1.0; shape[0]],
+            ("weight", _) => {
+                let fan_in: usize = shape[1..].iter().product();
+                self.uniform(shape.iter().product(), 1.0 / (fan_in.max(1) as f32).sqrt())
+            }
+            ("bias", _) => match sibling_fan_in(&vars) {
+                Some(fan_in) => {
+                    self.uniform(shape.iter().product(), 1.0 / (fan_in.max(1) as f32).sqrt())
+                }
+                None => vec![0.0; shape.iter().product()],
+            },
+            _ => vec![0.0; shape.iter().product()],
+        };
+        let var = Var::from_vec(values, shape, device)?;
+        let t = var.as_tensor().clone();
+        vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    fn uniform(&self, n: usize, bound: f32) -> Vec<f32> {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
+    }
+
+    /// Every variable with its name, in name order.
+    pub fn named(&self) -> Vec<(String, Var)> {
+        self.lock()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().values().map(|v| v.elem_count()).sum()
     }
 }
 
