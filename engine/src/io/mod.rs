@@ -1,1 +1,3 @@
-//! io
+//! File formats: numpy's `.npy`.
+
+pub mod npy;
