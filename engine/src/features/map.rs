@@ -65,4 +65,30 @@ impl FeatureMap {
     pub fn at(&self, c: usize, y: usize, x: usize) -> f32 {
         self.data[(c * self.height + y) * self.width + x]
     }
+
+    /// The values of one channel, row-major `[h,w]`; None when `c` is out of range.
+    pub fn channel(&self, c: usize) -> Option<&[f32]> {
+        let n = self.cells();
+        self.data.get(c * n..(c + 1) * n)
+    }
+
+    /// Error (naming `name`) unless the map has at least one channel and one cell and every value is finite.
+    pub fn ensure_finite(&self, name: &str) -> Result<()> {
+        if self.channels == 0 || self.cells() == 0 {
+            return Err(Error::invalid(format!(
+                "{name}: feature map of shape [{},{},{}] is empty",
+                self.channels, self.height, self.width
+            )));
+        }
+        if let Some(index) = self.data.iter().position(|v| !v.is_finite()) {
+            let (c, rest) = (index / self.cells(), index % self.cells());
+            return Err(Error::invalid(format!(
+                "{name}: feature map has a non-finite value ({}) at channel {c}, row {}, column {}",
+                self.data[index],
+                rest / self.width,
+                rest % self.width
+            )));
+        }
+        Ok(())
+    }
 }

@@ -1,4 +1,4 @@
-//! File formats: images in, feature dumps and arrays out.
+//! File formats: images in, numpy `.npy` arrays in and out.
 
 pub mod image;
 pub mod npy;
