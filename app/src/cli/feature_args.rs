@@ -5,11 +5,17 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use clap::Args;
+use diffscope_engine::analysis::aggregate::{aggregate, AggregateGrid, WeightedTap};
+use diffscope_engine::device::default_device;
+use diffscope_engine::features::extract::extract_image;
 use diffscope_engine::features::extract::ExtractSettings;
 use diffscope_engine::features::recipe::NoiseSource;
 use diffscope_engine::io::image::parse_size;
+use diffscope_engine::io::image::{load_rgb, resize};
 use diffscope_engine::io::npy::read_npy;
 use diffscope_engine::model::pipeline::{DiffusionModel, PromptSource};
+use diffscope_engine::FeatureMap;
+use image::RgbImage;
 
 #[derive(Args, Debug, Clone)]
 pub struct FeatureArgs {
@@ -18,10 +24,14 @@ pub struct FeatureArgs {
     pub model: String,
     /// Noise timestep, 0 (clean) to the schedule's last step (999 for most models).
     #[arg(long)]
-    pub t: usize,
+    pub t: Option<usize>,
     /// Taps by diffusers module path, comma-separated (e.g. up_blocks.1,up_blocks.1.resnets.2), or `all` for every block.
+    /// Where a command needs one descriptor, several taps are aggregated (resized to the finest, L2-normalised, weighted).
     #[arg(long, value_delimiter = ',', required = true)]
     pub blocks: Vec<String>,
+    /// Weights of the aggregated taps, in the order of --blocks (default: all 1).
+    #[arg(long, value_delimiter = ',')]
+    pub tap_weights: Option<Vec<f32>>,
     /// Number of noise draws averaged (DIFT uses 8).
     #[arg(long, default_value_t = 8)]
     pub ensemble: usize,
@@ -78,13 +88,145 @@ impl FeatureArgs {
             (Some(p), None) => PromptSource::Text(p.clone()),
             (None, None) => PromptSource::default(),
         };
-        let size = self.size.as_deref().map(parse_size).transpose()?;
+        let size = self.size()?;
+        let t = self
+            .t
+            .ok_or_else(|| anyhow::anyhow!("--t is required to extract features"))?;
         Ok(ExtractSettings {
-            t: self.t,
+            t,
             taps: self.blocks.clone(),
             noise,
             prompt,
             size,
         })
     }
+
+    pub fn size(&self) -> anyhow::Result<Option<(u32, u32)>> {
+        Ok(self.size.as_deref().map(parse_size).transpose()?)
+    }
+
+    /// One descriptor per image: extracted with the model, or read from feature files written by
+    /// `diffscope extract` (one per image, same order), then the taps aggregated.
+    pub fn image_features(
+        &self,
+        images: &[PathBuf],
+        files: Option<&[PathBuf]>,
+    ) -> anyhow::Result<Vec<ImageFeatures>> {
+        if let Some(files) = files {
+            if files.len() != images.len() {
+                bail!(
+                    "{} feature files for {} images: give one per image, in the same order",
+                    files.len(),
+                    images.len()
+                );
+            }
+        }
+        let size = self.size()?;
+        let loaded = match files {
+            Some(_) => None,
+            None => Some((self.load_model(&default_device()?)?, self.settings()?)),
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for (i, path) in images.iter().enumerate() {
+            let image = resize(load_rgb(path)?, size);
+            let taps: Vec<(String, FeatureMap)> = match (&loaded, files) {
+                (Some((model, settings)), _) => {
+                    eprintln!("extracting {}", path.display());
+                    let ex = extract_image(model, path, settings, None, &mut |_, _| {})?;
+                    ex.taps
+                        .iter()
+                        .map(|(n, t)| Ok((n.clone(), FeatureMap::from_tensor(t)?)))
+                        .collect::<anyhow::Result<_>>()?
+                }
+                (None, Some(files)) => read_feature_file(&files[i], &self.blocks)?,
+                (None, None) => bail!("no model and no feature files"),
+            };
+            let map = self.aggregate(&taps)?;
+            out.push(ImageFeatures {
+                path: path.clone(),
+                image,
+                map,
+            });
+        }
+        Ok(out)
+    }
+
+    fn aggregate(&self, taps: &[(String, FeatureMap)]) -> anyhow::Result<FeatureMap> {
+        if let [(_, only)] = taps {
+            return Ok(only.clone());
+        }
+        let weights = match &self.tap_weights {
+            Some(w) if w.len() == taps.len() => w.clone(),
+            Some(w) => bail!("{} tap weights for {} taps", w.len(), taps.len()),
+            None => vec![1.0; taps.len()],
+        };
+        let inputs: Vec<WeightedTap> = taps
+            .iter()
+            .zip(&weights)
+            .map(|((_, map), &weight)| WeightedTap { map, weight })
+            .collect();
+        Ok(aggregate(&inputs, AggregateGrid::Finest)?)
+    }
+
+    /// A one-line statement of how the features were made, for figure captions.
+    pub fn describe(&self, from_files: bool) -> String {
+        if from_files {
+            return format!("features from files, taps {}", self.blocks.join("+"));
+        }
+        let noise = match &self.noise {
+            Some(p) => format!("noise {}", p.display()),
+            None => format!("ensemble {}, seed {}", self.ensemble, self.seed),
+        };
+        let prompt = match (&self.prompt, &self.prompt_embeds) {
+            (_, Some(p)) => format!("prompt embeddings {}", p.display()),
+            (Some(p), None) => format!("prompt \"{p}\""),
+            (None, None) => "empty prompt".to_string(),
+        };
+        let t = self.t.map(|t| t.to_string()).unwrap_or_default();
+        format!(
+            "model {}, t={t}, taps {}, {noise}, {prompt}",
+            self.model,
+            self.blocks.join("+")
+        )
+    }
+}
+
+/// An image (resized as asked) and its one descriptor.
+pub struct ImageFeatures {
+    pub path: PathBuf,
+    pub image: RgbImage,
+    pub map: FeatureMap,
+}
+
+/// The requested taps from a `diffscope extract` .safetensors file, in request order.
+fn read_feature_file(
+    path: &PathBuf,
+    blocks: &[String],
+) -> anyhow::Result<Vec<(String, FeatureMap)>> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| anyhow::anyhow!("{}: not a feature file: {e}", path.display()))?;
+    let mut names: Vec<&String> = tensors.keys().filter(|k| k.as_str() != "latents").collect();
+    names.sort();
+    let mut out = vec![];
+    for block in blocks {
+        let wanted: Vec<String> = if block == "all" {
+            names.iter().map(|s| s.to_string()).collect()
+        } else {
+            vec![block.clone()]
+        };
+        for name in wanted {
+            let t = tensors.get(&name).ok_or_else(|| {
+                let have: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+                anyhow::anyhow!(
+                    "{}: no tap `{name}` in this file (it has: {})",
+                    path.display(),
+                    have.join(", ")
+                )
+            })?;
+            let map = FeatureMap::from_tensor(t)
+                .map_err(|e| anyhow::anyhow!("{}: tap `{name}`: {e}", path.display()))?;
+            out.push((name, map));
+        }
+    }
+    Ok(out)
 }

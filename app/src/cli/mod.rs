@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod correspond;
 mod extract;
 mod feature_args;
+mod pca;
+mod segment;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +25,21 @@ struct Cli {
 enum Command {
     /// Extract feature maps of one image at timestep t from the chosen UNet taps.
     Extract(extract::ExtractArgs),
+    /// Find where points on a source image land in target images (cosine similarity of features).
+    Correspond(correspond::CorrespondArgs),
+    /// Show features as RGB by PCA, per image or jointly.
+    Pca(pca::PcaArgs),
+    /// Segment images by clustering their features (k-means or normalized cut).
+    Segment(segment::SegmentArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Extract(args) => extract::run(args),
+        Command::Correspond(args) => correspond::run(args),
+        Command::Pca(args) => pca::run(args),
+        Command::Segment(args) => segment::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -207,7 +207,7 @@ impl UNet2DConditionConfig {
         if let Some(v) = &self.attention_type {
             check_value("attention_type", v, &["default"])?;
         }
-        if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
+        if self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2) {
             return Err(Error::unsupported("even conv_in_kernel/conv_out_kernel"));
         }
         check_levels(

@@ -85,7 +85,7 @@ impl AttentionPlan {
                 layers,
                 context_dim,
             } => {
-                if heads == 0 || channels % heads != 0 {
+                if heads == 0 || !channels.is_multiple_of(heads) {
                     return Err(Error::invalid(format!(
                         "{channels} channels cannot be split into {heads} attention heads"
                     )));
@@ -416,7 +416,7 @@ impl UNet {
     /// Check that an input of this size goes through every level.
     pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
         let m = self.size_multiple();
-        if height == 0 || width == 0 || height % m != 0 || width % m != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(m) || !width.is_multiple_of(m) {
             return Err(Error::invalid(format!("this UNet needs an input whose height and width are multiples of {m}; got {width}x{height}")));
         }
         Ok(())
