@@ -25,7 +25,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        Error::File { path: path.as_ref().to_path_buf(), message: message.into() }
+        Error::File {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())

@@ -22,7 +22,12 @@ impl FeatureMap {
                 data.len()
             )));
         }
-        Ok(Self { channels, height, width, data: Arc::new(data) })
+        Ok(Self {
+            channels,
+            height,
+            width,
+            data: Arc::new(data),
+        })
     }
 
     /// From a `[C,h,w]` (or `[1,C,h,w]`) float tensor.
@@ -30,15 +35,27 @@ impl FeatureMap {
         let t = match t.rank() {
             4 if t.dim(0)? == 1 => t.squeeze(0)?,
             3 => t.clone(),
-            _ => return Err(Error::invalid(format!("expected a [C,h,w] feature tensor, got shape {:?}", t.dims()))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "expected a [C,h,w] feature tensor, got shape {:?}",
+                    t.dims()
+                )))
+            }
         };
         let (c, h, w) = t.dims3()?;
-        let data = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let data = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Self::new(c, h, w, data)
     }
 
     pub fn to_tensor(&self, device: &candle_core::Device) -> Result<candle_core::Tensor> {
-        Ok(candle_core::Tensor::from_slice(self.data.as_slice(), (self.channels, self.height, self.width), device)?)
+        Ok(candle_core::Tensor::from_slice(
+            self.data.as_slice(),
+            (self.channels, self.height, self.width),
+            device,
+        )?)
     }
 
     pub fn cells(&self) -> usize {
