@@ -105,13 +105,27 @@ impl Background {
         }
     }
 
+    /// One flat colour.
+    pub fn plain(color: Rgb) -> Self {
+        Self {
+            gradient: Gradient::Linear {
+                a: color,
+                b: color,
+                dir: pt(1.0, 0.0),
+            },
+            texture: Texture::Plain,
+            texture_color: color,
+            strength: 0.0,
+        }
+    }
+
     /// The colour at an image point, with the image spanning [0, size) on both axes.
     pub fn color_at(&self, p: Pt, size: f64) -> Rgb {
         let q = pt(p.x / size, p.y / size);
         let base = match &self.gradient {
             Gradient::Linear { a, b, dir } => {
                 // Projection of q onto dir, normalised over the unit square's extent.
-                let t = q.sub(pt(0.5, 0.5)).dot(*dir) / (dir.x.abs() + dir.y.abs()) + 0.5;
+                let t = q.minus(pt(0.5, 0.5)).dot(*dir) / (dir.x.abs() + dir.y.abs()) + 0.5;
                 a.mix(*b, t.clamp(0.0, 1.0) as f32)
             }
             Gradient::Radial {
@@ -120,7 +134,7 @@ impl Background {
                 center,
                 radius,
             } => {
-                let d = q.sub(*center);
+                let d = q.minus(*center);
                 a.mix(*b, (d.dot(d).sqrt() / radius).min(1.0) as f32)
             }
         };

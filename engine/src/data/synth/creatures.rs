@@ -289,9 +289,9 @@ impl Creature {
             item.paint = translate_paint(&item.paint, mid);
         }
         for k in &mut self.keypoints {
-            k.at = k.at.sub(mid);
+            k.at = k.at.minus(mid);
         }
-        self.half_extent = hi.sub(lo).scale(0.5);
+        self.half_extent = hi.minus(lo).scale(0.5);
     }
 }
 
@@ -304,15 +304,15 @@ fn local_bounds(shape: &Shape) -> (Pt, Pt) {
 fn translate(shape: &Shape, by: Pt) -> Shape {
     match shape {
         Shape::Ellipse { c, rx, ry, angle } => Shape::Ellipse {
-            c: c.sub(by),
+            c: c.minus(by),
             rx: *rx,
             ry: *ry,
             angle: *angle,
         },
-        Shape::Polygon(points) => Shape::Polygon(points.iter().map(|p| p.sub(by)).collect()),
+        Shape::Polygon(points) => Shape::Polygon(points.iter().map(|p| p.minus(by)).collect()),
         Shape::Capsule { a, b, r } => Shape::Capsule {
-            a: a.sub(by),
-            b: b.sub(by),
+            a: a.minus(by),
+            b: b.minus(by),
             r: *r,
         },
     }
@@ -343,7 +343,7 @@ fn translate_paint(paint: &Paint, by: Pt) -> Paint {
         Paint::Spots { base, spot, spots } => Paint::Spots {
             base: *base,
             spot: *spot,
-            spots: spots.iter().map(|(c, r)| (c.sub(by), *r)).collect(),
+            spots: spots.iter().map(|(c, r)| (c.minus(by), *r)).collect(),
         },
     }
 }
@@ -448,9 +448,9 @@ fn cat(rng: &mut impl Rng) -> Creature {
         let a1 = on_ellipse(head_c, head_rx, head_ry, top + 0.2 + ear_spread + 0.35);
         let (a0, a1) = (pt(s * a0.x, a0.y), pt(s * a1.x, a1.y));
         let mid = a0.lerp(a1, 0.5);
-        let out = mid.sub(head_c);
+        let out = mid.minus(head_c);
         let out = out.scale(1.0 / out.dot(out).sqrt());
-        let apex = mid.add(out.scale(ear_len)).add(pt(s * 0.05, -0.05));
+        let apex = mid.plus(out.scale(ear_len)).plus(pt(s * 0.05, -0.05));
         let c = centroid(a0, a1, apex);
         b.part(part, Shape::Polygon(vec![a0, apex, a1]), Paint::Solid(fur));
         let shrink = |p: Pt| c.lerp(p, 0.55);

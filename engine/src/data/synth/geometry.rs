@@ -14,10 +14,10 @@ pub const fn pt(x: f64, y: f64) -> Pt {
 }
 
 impl Pt {
-    pub fn add(self, o: Pt) -> Pt {
+    pub fn plus(self, o: Pt) -> Pt {
         pt(self.x + o.x, self.y + o.y)
     }
-    pub fn sub(self, o: Pt) -> Pt {
+    pub fn minus(self, o: Pt) -> Pt {
         pt(self.x - o.x, self.y - o.y)
     }
     pub fn scale(self, k: f64) -> Pt {
@@ -71,7 +71,7 @@ impl Pose {
     }
 
     pub fn to_local(&self, p: Pt) -> Pt {
-        let d = p.sub(self.center);
+        let d = p.minus(self.center);
         let x = (self.cos * d.x + self.sin * d.y) / self.scale;
         let y = (-self.sin * d.x + self.cos * d.y) / self.scale;
         if self.mirror {
@@ -174,7 +174,7 @@ impl ImageShape {
                 cos,
                 ..
             } => {
-                let d = p.sub(*c);
+                let d = p.minus(*c);
                 let u = (d.x * cos + d.y * sin) * inv_rx;
                 let v = (-d.x * sin + d.y * cos) * inv_ry;
                 u * u + v * v <= 1.0
@@ -188,7 +188,7 @@ impl ImageShape {
     pub fn bounds(&self) -> (Pt, Pt) {
         match self {
             ImageShape::Ellipse { c, half_extent, .. } => {
-                (c.sub(*half_extent), c.add(*half_extent))
+                (c.minus(*half_extent), c.plus(*half_extent))
             }
             ImageShape::Polygon(points) => {
                 let mut lo = pt(f64::INFINITY, f64::INFINITY);
@@ -225,14 +225,14 @@ fn polygon_contains(points: &[Pt], p: Pt) -> bool {
 }
 
 fn segment_distance_sq(p: Pt, a: Pt, b: Pt) -> f64 {
-    let ab = b.sub(a);
+    let ab = b.minus(a);
     let len_sq = ab.dot(ab);
     let t = if len_sq > 0.0 {
-        (p.sub(a).dot(ab) / len_sq).clamp(0.0, 1.0)
+        (p.minus(a).dot(ab) / len_sq).clamp(0.0, 1.0)
     } else {
         0.0
     };
-    let d = p.sub(a.lerp(b, t));
+    let d = p.minus(a.lerp(b, t));
     d.dot(d)
 }
 

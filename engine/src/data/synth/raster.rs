@@ -51,7 +51,7 @@ impl Paint {
             }
             Paint::Spots { base, spot, spots } => {
                 let inside = spots.iter().any(|(c, r)| {
-                    let d = q.sub(*c);
+                    let d = q.minus(*c);
                     d.dot(d) <= r * r
                 });
                 if inside {

@@ -104,7 +104,18 @@ fn render_once(rng: &mut ChaCha8Rng, category: Category, size: u32) -> Rendered 
     let occluder = rng
         .random_bool(0.2)
         .then(|| random_occluder(rng, &creature));
+    compose(&creature, &pose, &background, occluder.as_ref(), size)
+}
 
+/// Draw a posed creature over a background (and the occluder, if any) and annotate it.
+fn compose(
+    creature: &Creature,
+    pose: &Pose,
+    background: &Background,
+    occluder: Option<&Occluder>,
+    size: u32,
+) -> Rendered {
+    let category = creature.category;
     let mut canvas = Canvas::new(size as usize, SUPERSAMPLE);
     let side = size as f64;
     canvas.fill(|p| background.color_at(p, side));
@@ -123,22 +134,22 @@ fn render_once(rng: &mut ChaCha8Rng, category: Category, size: u32) -> Rendered 
     // Shapes in the image, topmost last, each with its label.
     let mut placed: Vec<(ImageShape, u8)> = Vec::with_capacity(creature.items.len() + 1);
     for item in &creature.items {
-        let shape = item.shape.to_image(&pose);
+        let shape = item.shape.to_image(pose);
         let label = label_of(item.owner);
-        canvas.draw(&shape, &item.paint, &pose, label);
+        canvas.draw(&shape, &item.paint, pose, label);
         placed.push((shape, label));
     }
     let is_creature = |l: u8| l >= LABEL_BODY;
     let mut occluded = false;
-    if let Some(o) = &occluder {
+    if let Some(o) = occluder {
         let before = canvas.count_labels(is_creature);
-        let shape = o.shape.to_image(&pose);
-        canvas.draw(&shape, &o.paint, &pose, LABEL_OCCLUDER);
+        let shape = o.shape.to_image(pose);
+        canvas.draw(&shape, &o.paint, pose, LABEL_OCCLUDER);
         occluded = canvas.count_labels(is_creature) < before;
         placed.push((shape, LABEL_OCCLUDER));
     }
 
-    let keypoints = keypoints_in_image(&creature, &pose, &placed, side);
+    let keypoints = keypoints_in_image(creature, pose, &placed, side);
     let truncated = placed
         .iter()
         .filter(|(_, l)| is_creature(*l))
@@ -217,7 +228,7 @@ fn inside_frame(rng: &mut impl Rng, extent: f64, size: f64) -> f64 {
 fn random_occluder(rng: &mut impl Rng, creature: &Creature) -> Occluder {
     let target = creature.keypoints[rng.random_range(0..creature.keypoints.len())].at;
     let (s, c) = sin_cos(rng.random_range(0.0..std::f64::consts::TAU));
-    let center = target.add(pt(c, s).scale(rng.random_range(0.15..0.45)));
+    let center = target.plus(pt(c, s).scale(rng.random_range(0.15..0.45)));
     let r = rng.random_range(0.22..0.4);
     if rng.random_bool(0.5) {
         let color = hsv(
@@ -246,7 +257,7 @@ fn random_occluder(rng: &mut impl Rng, creature: &Creature) -> Occluder {
             .map(|i| {
                 let (s, c) = sin_cos(std::f64::consts::TAU * i as f64 / n as f64);
                 let k = r * rng.random_range(0.75..1.15);
-                center.add(pt(c * k, s * k))
+                center.plus(pt(c * k, s * k))
             })
             .collect();
         Occluder {
@@ -296,4 +307,176 @@ fn keypoints_in_image(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth::color::Rgb;
+    use crate::data::synth::creatures::PUPIL;
+
+    fn id(category: Category, name: &str) -> usize {
+        category.part_id(name).unwrap()
+    }
+
+    /// The creature in the middle of a plain image, nothing over it.
+    fn centred(category: Category, seed: u64, mirror: bool, rotation: f64) -> Rendered {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let creature = Creature::random(category, &mut rng);
+        let largest = creature.half_extent.x.max(creature.half_extent.y);
+        let pose = Pose::new(pt(48.0, 48.0), 40.0 / largest, rotation, mirror);
+        compose(
+            &creature,
+            &pose,
+            &Background::plain(Rgb(0.5, 0.5, 0.5)),
+            None,
+            96,
+        )
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        for category in Category::ALL {
+            let a = render_instance(11, 5, category, 64);
+            let b = render_instance(11, 5, category, 64);
+            assert_eq!(a.image.as_raw(), b.image.as_raw());
+            assert_eq!(a.labels.as_raw(), b.labels.as_raw());
+            assert_eq!(a.annotation.keypoints, b.annotation.keypoints);
+            let c = render_instance(12, 5, category, 64);
+            assert_ne!(a.image.as_raw(), c.image.as_raw());
+            let d = render_instance(11, 6, category, 64);
+            assert_ne!(a.image.as_raw(), d.image.as_raw());
+        }
+    }
+
+    /// With nothing in the way, every keypoint that is not on the far side is visible: each
+    /// lies on its own part and no other part covers it, for any mirror and turn.
+    #[test]
+    fn unobstructed_keypoints_are_all_on_their_parts() {
+        for category in Category::ALL {
+            for seed in 0..24u64 {
+                let mirror = seed % 2 == 1;
+                let rotation = (seed as f64 / 24.0 - 0.5) * 0.7;
+                let r = centred(category, seed, mirror, rotation);
+                for (i, k) in r.annotation.keypoints.iter().enumerate() {
+                    let name = category.parts()[i];
+                    // Facing right (not mirrored) hides the left parts; mirrored, the right ones.
+                    let hidden_side = if mirror { "right_" } else { "left_" };
+                    let far_side = category.view() == View::Side && name.starts_with(hidden_side);
+                    assert_eq!(
+                        k.visible,
+                        !far_side,
+                        "{} seed {seed}: {name}",
+                        category.name()
+                    );
+                    if k.visible {
+                        assert_eq!(
+                            r.label_at_keypoint(k),
+                            Some(LABEL_PART0 + i as u8),
+                            "{name}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    use crate::data::synth::creatures::View;
+
+    /// Left and right are the creature's own: front views keep the left eye on the viewer's
+    /// right whether mirrored or not, top views keep it on the viewer's left, and a side view
+    /// shows the right eye when facing right and the left eye when facing left.
+    #[test]
+    fn left_and_right_follow_the_creatures_own_frame() {
+        for mirror in [false, true] {
+            for category in [Category::Cat, Category::Bird] {
+                let k = centred(category, 3, mirror, 0.0).annotation.keypoints;
+                let (l, r) = (k[id(category, "left_eye")], k[id(category, "right_eye")]);
+                assert!(
+                    l.x > r.x,
+                    "{} mirror {mirror}: left eye at {l:?}, right at {r:?}",
+                    category.name()
+                );
+                let (lf, rf) = (k[id(category, "left_foot")], k[id(category, "right_foot")]);
+                assert!(lf.x > rf.x);
+            }
+            let bug = centred(Category::Bug, 3, mirror, 0.0).annotation.keypoints;
+            assert!(bug[id(Category::Bug, "left_eye")].x < bug[id(Category::Bug, "right_eye")].x);
+            assert!(
+                bug[id(Category::Bug, "left_antenna")].x
+                    < bug[id(Category::Bug, "right_antenna")].x
+            );
+
+            let fish = centred(Category::Fish, 3, mirror, 0.0).annotation.keypoints;
+            let (nose, tail) = (
+                fish[id(Category::Fish, "nose")],
+                fish[id(Category::Fish, "tail")],
+            );
+            let faces_right = nose.x > tail.x;
+            assert_eq!(faces_right, !mirror);
+            assert_eq!(fish[id(Category::Fish, "right_eye")].visible, faces_right);
+            assert_eq!(fish[id(Category::Fish, "left_eye")].visible, !faces_right);
+            assert_eq!(fish[id(Category::Fish, "right_fin")].visible, faces_right);
+        }
+    }
+
+    /// On the dataset's own random images (backgrounds, occluders, cut-offs): every visible
+    /// keypoint's sample is its part; invisible in-frame keypoints are not on their part; the
+    /// pixel under a keypoint is mostly its part; eye keypoints show the pupil's colour.
+    #[test]
+    fn keypoints_land_on_their_parts_in_random_images() {
+        let (mut visible, mut majority_ok, mut eyes, mut dark_eyes) = (0, 0, 0, 0);
+        let (mut hidden_by_something, mut occluded_images, mut truncated_images) = (0, 0, 0);
+        let pupil = PUPIL.to_u8();
+        for index in 0..160u64 {
+            let category = Category::ALL[index as usize % 4];
+            let r = render_instance(2024, index, category, 64);
+            occluded_images += usize::from(r.annotation.occluded);
+            truncated_images += usize::from(r.annotation.truncated);
+            let [x1, y1, x2, y2] = r.annotation.bndbox;
+            for (i, k) in r.annotation.keypoints.iter().enumerate() {
+                let label = LABEL_PART0 + i as u8;
+                let in_frame = k.x >= -0.5 && k.y >= -0.5 && k.x < 63.5 && k.y < 63.5;
+                if !k.visible {
+                    if in_frame && r.label_at_keypoint(k) != Some(label) {
+                        hidden_by_something += 1;
+                    }
+                    continue;
+                }
+                visible += 1;
+                assert_eq!(
+                    r.label_at_keypoint(k),
+                    Some(label),
+                    "image {index} {}",
+                    category.parts()[i]
+                );
+                let (px, py) = ((k.x + 0.5).floor() as u32, (k.y + 0.5).floor() as u32);
+                assert!(
+                    px >= x1 && px <= x2 && py >= y1 && py <= y2,
+                    "keypoint outside the box"
+                );
+                majority_ok += usize::from(r.labels.get_pixel(px, py).0[0] == label);
+                if category.parts()[i].ends_with("_eye") {
+                    eyes += 1;
+                    let p = r.image.get_pixel(px, py).0;
+                    let dist = (0..3)
+                        .map(|c| (p[c] as i32 - pupil[c] as i32).abs())
+                        .max()
+                        .unwrap_or(255);
+                    dark_eyes += usize::from(dist <= 40);
+                }
+            }
+        }
+        assert!(visible > 900, "{visible} visible keypoints");
+        assert!(
+            majority_ok as f64 >= 0.97 * visible as f64,
+            "{majority_ok} of {visible} on a pixel of their part"
+        );
+        assert!(
+            dark_eyes as f64 >= 0.95 * eyes as f64,
+            "{dark_eyes} of {eyes} eye keypoints on a pupil-coloured pixel"
+        );
+        // The dataset does exercise occlusion and truncation.
+        assert!(hidden_by_something > 0 && occluded_images > 10 && truncated_images > 5);
+    }
 }

@@ -89,6 +89,15 @@ impl SynthConfig {
                 self.split
             )));
         }
+        // Categories take turns, so some category has two images only past one round.
+        if self.pairs > 0 && self.count <= self.categories.len() {
+            return Err(Error::invalid(format!(
+                "--pairs {} needs at least two images of one category: --count {} must exceed the {} categories",
+                self.pairs,
+                self.count,
+                self.categories.len()
+            )));
+        }
         if let ImageFormat::Jpeg { quality } = self.format {
             if !(1..=100).contains(&quality) {
                 return Err(Error::invalid(format!(
