@@ -22,7 +22,7 @@ pub fn pck_threshold(bndbox: [f64; 4], alpha: f64) -> f64 {
 }
 
 /// The result of one pair.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PairPck {
     pub category: String,
     /// Euclidean distance of each prediction to its true keypoint (NaN for a non-finite prediction).
@@ -46,7 +46,7 @@ impl PairPck {
 }
 
 /// Averages of a set of pairs, one entry per alpha.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct PckSummary {
     /// Pairs with at least one point.
     pub pairs: usize,
@@ -60,7 +60,7 @@ pub struct PckSummary {
 }
 
 /// The whole evaluation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PckReport {
     pub alphas: Vec<f64>,
     pub overall: PckSummary,

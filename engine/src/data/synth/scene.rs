@@ -27,7 +27,8 @@ pub const SUPERSAMPLE: usize = 4;
 pub struct Keypoint {
     pub x: f64,
     pub y: f64,
-    /// In the frame, on a drawn part, and not covered by anything drawn after it.
+    /// Within the frame (pixel-index coordinates in [0, size - 1]), on a drawn part, and not
+    /// covered by anything drawn after it.
     pub visible: bool,
 }
 
@@ -291,7 +292,8 @@ fn keypoints_in_image(
             id
         };
         let p = pose.to_image(local.at);
-        let in_frame = p.x >= 0.0 && p.y >= 0.0 && p.x < size && p.y < size;
+        // Within the outermost pixel centres, so pixel-index coordinates lie in [0, size - 1].
+        let in_frame = p.x >= 0.5 && p.y >= 0.5 && p.x <= size - 0.5 && p.y <= size - 0.5;
         let top = placed
             .iter()
             .rev()
@@ -436,7 +438,7 @@ mod tests {
             let [x1, y1, x2, y2] = r.annotation.bndbox;
             for (i, k) in r.annotation.keypoints.iter().enumerate() {
                 let label = LABEL_PART0 + i as u8;
-                let in_frame = k.x >= -0.5 && k.y >= -0.5 && k.x < 63.5 && k.y < 63.5;
+                let in_frame = k.x >= 0.0 && k.y >= 0.0 && k.x <= 63.0 && k.y <= 63.0;
                 if !k.visible {
                     if in_frame && r.label_at_keypoint(k) != Some(label) {
                         hidden_by_something += 1;
@@ -444,6 +446,10 @@ mod tests {
                     continue;
                 }
                 visible += 1;
+                assert!(
+                    k.x >= 0.0 && k.y >= 0.0 && k.x <= 63.0 && k.y <= 63.0,
+                    "{k:?}"
+                );
                 assert_eq!(
                     r.label_at_keypoint(k),
                     Some(label),
