@@ -9,6 +9,7 @@ mod extract;
 mod feature_args;
 mod pca;
 mod segment;
+mod synth;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,8 @@ enum Command {
     Pca(pca::PcaArgs),
     /// Segment images by clustering their features (k-means or normalized cut).
     Segment(segment::SegmentArgs),
+    /// Generate the procedural creatures dataset (keypoints, pairs) in SPair-71k's layout.
+    Synth(synth::SynthArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -40,6 +43,7 @@ pub fn run() -> ExitCode {
         Command::Correspond(args) => correspond::run(args),
         Command::Pca(args) => pca::run(args),
         Command::Segment(args) => segment::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
