@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, WithPath};
 use crate::features::dump::write_atomically;
 
-/// One match, in pixel coordinates of its own image (x right, y down, pixel centres at +0.5).
+/// One match, in pixel coordinates of its own image (x right, y down, integers at pixel centres).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MatchRecord {
     pub source_point: [f32; 2],
