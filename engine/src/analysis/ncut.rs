@@ -70,19 +70,7 @@ pub struct NCutSegmentation {
 
 /// Segment one feature map. Errors on an empty map, NaN/inf, or alpha/tau that are not positive numbers.
 pub fn recursive_ncut(map: &FeatureMap, options: &NCutOptions) -> Result<NCutSegmentation> {
-    map.ensure_finite("NCut feature map")?;
-    if !(options.alpha > 0.0 && options.alpha.is_finite()) {
-        return Err(Error::invalid(format!(
-            "NCut alpha must be a positive number, got {}",
-            options.alpha
-        )));
-    }
-    if !(options.tau > 0.0 && options.tau.is_finite()) {
-        return Err(Error::invalid(format!(
-            "NCut tau must be a positive number, got {}",
-            options.tau
-        )));
-    }
+    check(map, options)?;
     let n = map.cells();
     let affinity = affinity(map, options.alpha)?;
     let mut leaves: Vec<Vec<usize>> = Vec::new();
@@ -135,6 +123,35 @@ pub fn recursive_ncut(map: &FeatureMap, options: &NCutOptions) -> Result<NCutSeg
     })
 }
 
+/// The Fiedler vector of the whole grid (row-major, largest |value| positive): the relaxed first cut, worth
+/// showing as a heat map. All zeros when the affinity has no weight.
+pub fn fiedler_vector(map: &FeatureMap, options: &NCutOptions) -> Result<Vec<f32>> {
+    check(map, options)?;
+    let n = map.cells();
+    let weights = affinity(map, options.alpha)?;
+    Ok(match fiedler_of_part(&weights, n, options)? {
+        Some(y) => y.into_iter().map(|v| v as f32).collect(),
+        None => vec![0.0; n],
+    })
+}
+
+fn check(map: &FeatureMap, options: &NCutOptions) -> Result<()> {
+    map.ensure_finite("NCut feature map")?;
+    if !(options.alpha > 0.0 && options.alpha.is_finite()) {
+        return Err(Error::invalid(format!(
+            "NCut alpha must be a positive number, got {}",
+            options.alpha
+        )));
+    }
+    if !(options.tau > 0.0 && options.tau.is_finite()) {
+        return Err(Error::invalid(format!(
+            "NCut tau must be a positive number, got {}",
+            options.tau
+        )));
+    }
+    Ok(())
+}
+
 /// DiffCut's affinity, `[n, n]` row-major: ((cos - min) / (max - min))^alpha; all ones when every cosine is equal.
 pub fn affinity(map: &FeatureMap, alpha: f32) -> Result<Vec<f32>> {
     let n = map.cells();
@@ -175,7 +192,7 @@ fn bipartition(
                 .collect(),
         )
     };
-    let fiedler = match fiedler_vector(&weights, m, options)? {
+    let fiedler = match fiedler_of_part(&weights, m, options)? {
         Some(y) => y,
         None => return Ok(None),
     };
@@ -225,7 +242,7 @@ fn bipartition(
 /// `y = D^-1/2 v` for the second largest eigenvector v of `D^-1/2 W D^-1/2` (the largest, `D^1/2 1`, is
 /// known and deflated; the iteration runs on the matrix plus the identity, whose spectrum is in [0, 2]).
 /// Sign: largest |y| positive. None when the part has no weight at all.
-fn fiedler_vector(weights: &[f32], m: usize, options: &NCutOptions) -> Result<Option<Vec<f64>>> {
+fn fiedler_of_part(weights: &[f32], m: usize, options: &NCutOptions) -> Result<Option<Vec<f64>>> {
     let degrees: Vec<f64> = weights
         .chunks_exact(m)
         .map(|row| row.iter().map(|&w| f64::from(w)).sum())
