@@ -25,6 +25,9 @@ pub struct KMeansOptions {
     pub seed: u64,
     /// Lloyd iterations at most; a run that hits it is returned with `converged: false`.
     pub max_iterations: usize,
+    /// Also stop when the centroids moved less than this in total (sum of squared shifts), relative to the
+    /// mean per-channel variance of the samples, like scikit-learn's `tol`; 0 waits until no label changes.
+    pub tolerance: f64,
     /// Independent seedings (seeds `seed`, `seed+1`, ...); the one with the lowest inertia is kept.
     pub restarts: usize,
 }
@@ -35,6 +38,7 @@ impl Default for KMeansOptions {
             k: 8,
             seed: 0,
             max_iterations: 300,
+            tolerance: 1e-4,
             restarts: 1,
         }
     }
@@ -101,6 +105,24 @@ impl Samples {
             samples.grids.push(GridSize::new(map.height, map.width));
         }
         Ok(samples)
+    }
+
+    /// Mean over channels of the variance of the samples (scikit-learn's scale for `tol`).
+    fn mean_variance(&self) -> f64 {
+        let n = self.total() as f64;
+        let mut total = 0f64;
+        for c in 0..self.channels {
+            let (mut sum, mut squares) = (0f64, 0f64);
+            for (grid, unit) in self.grids.iter().zip(&self.unit) {
+                let cells = grid.cells();
+                for &v in &unit[c * cells..(c + 1) * cells] {
+                    sum += f64::from(v);
+                    squares += f64::from(v) * f64::from(v);
+                }
+            }
+            total += (squares / n - (sum / n).powi(2)).max(0.0);
+        }
+        total / self.channels.max(1) as f64
     }
 
     fn total(&self) -> usize {
@@ -236,22 +258,30 @@ impl Samples {
         Ok(centroids)
     }
 
-    fn run(&self, k: usize, seed: u64, max_iterations: usize) -> Result<Clustering> {
+    fn run(&self, k: usize, seed: u64, options: &KMeansOptions) -> Result<Clustering> {
+        let shift_limit = options.tolerance.max(0.0) * self.mean_variance();
         let mut rng = SplitMix64::new(seed);
         let mut centroids = self.seed_centroids(k, &mut rng)?;
         let (mut labels, mut distances) = self.assign(&centroids)?;
         let mut iterations = 0;
         let mut converged = false;
-        while iterations < max_iterations {
+        while iterations < options.max_iterations {
             iterations += 1;
-            centroids = self.update(&labels, &distances, k);
+            let moved = self.update(&labels, &distances, k);
+            let shift: f64 = moved
+                .iter()
+                .zip(&centroids)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)))
+                .sum();
+            centroids = moved;
             let (new_labels, new_distances) = self.assign(&centroids)?;
             distances = new_distances;
-            if new_labels == labels {
+            let unchanged = new_labels == labels;
+            labels = new_labels;
+            if unchanged || shift <= shift_limit {
                 converged = true;
                 break;
             }
-            labels = new_labels;
         }
         let inertia = distances.iter().map(|&d| f64::from(d)).sum();
         let mut per_map = Vec::with_capacity(self.grids.len());
@@ -285,11 +315,7 @@ pub fn kmeans(maps: &[&FeatureMap], options: &KMeansOptions) -> Result<Clusterin
 fn run_best(samples: &Samples, k: usize, options: &KMeansOptions) -> Result<Clustering> {
     let mut best: Option<Clustering> = None;
     for restart in 0..options.restarts.max(1) {
-        let run = samples.run(
-            k,
-            options.seed.wrapping_add(restart as u64),
-            options.max_iterations,
-        )?;
+        let run = samples.run(k, options.seed.wrapping_add(restart as u64), options)?;
         if best.as_ref().is_none_or(|b| run.inertia < b.inertia) {
             best = Some(run);
         }
@@ -345,10 +371,9 @@ impl ClusterMatching {
                 *slot = Some(a as u32);
             }
         }
-        let mut next = self.a_to_b.len() as u32;
-        for slot in b_to_a.iter_mut().filter(|s| s.is_none()) {
+        let unmatched = b_to_a.iter_mut().filter(|s| s.is_none());
+        for (next, slot) in (self.a_to_b.len() as u32..).zip(unmatched) {
             *slot = Some(next);
-            next += 1;
         }
         LabelMap {
             grid: labels.grid,

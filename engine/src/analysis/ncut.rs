@@ -83,7 +83,7 @@ pub fn recursive_ncut(map: &FeatureMap, options: &NCutOptions) -> Result<NCutSeg
             continue;
         }
         match bipartition(&affinity, n, &part, options)? {
-            Some((low, high, ncut)) if ncut < options.tau => {
+            Some(Split { low, high, ncut }) if ncut < options.tau => {
                 cuts.push(Cut {
                     depth,
                     cells: part.len(),
@@ -94,7 +94,7 @@ pub fn recursive_ncut(map: &FeatureMap, options: &NCutOptions) -> Result<NCutSeg
                 pending.push((low, depth + 1));
             }
             found => {
-                let ncut = found.map_or(f64::INFINITY, |f| f.2);
+                let ncut = found.map_or(f64::INFINITY, |f| f.ncut);
                 cuts.push(Cut {
                     depth,
                     cells: part.len(),
@@ -174,14 +174,21 @@ pub fn affinity(map: &FeatureMap, alpha: f32) -> Result<Vec<f32>> {
     Ok(cosine)
 }
 
-/// The best two-way split of `part` (cells of the full `n`-cell affinity): (low side, high side, NCut), or
+/// A two-way split of a part: the cells on each side of the threshold (global indices) and its NCut.
+struct Split {
+    low: Vec<usize>,
+    high: Vec<usize>,
+    ncut: f64,
+}
+
+/// The best two-way split of `part` (cells of the full `n`-cell affinity), or
 /// None when no threshold separates it (all Fiedler values equal, or a side without weight).
 fn bipartition(
     affinity: &[f32],
     n: usize,
     part: &[usize],
     options: &NCutOptions,
-) -> Result<Option<(Vec<usize>, Vec<usize>, f64)>> {
+) -> Result<Option<Split>> {
     let m = part.len();
     let weights: Cow<[f32]> = if m == n {
         Cow::Borrowed(affinity)
@@ -235,7 +242,11 @@ fn bipartition(
     Ok(best.map(|(t, ncut)| {
         let low_cells = order[..=t].iter().map(|&i| part[i]).collect();
         let high_cells = order[t + 1..].iter().map(|&i| part[i]).collect();
-        (low_cells, high_cells, ncut)
+        Split {
+            low: low_cells,
+            high: high_cells,
+            ncut,
+        }
     }))
 }
 
