@@ -183,30 +183,30 @@ impl Samples {
         Ok((labels, distances))
     }
 
-    /// Means of the assigned samples. An empty cluster takes the sample farthest from its centroid.
-    fn update(&self, labels: &[u32], distances: &[f32], k: usize) -> Vec<Vec<f32>> {
-        let mut sums = vec![vec![0f64; self.channels]; k];
-        let mut counts = vec![0usize; k];
+    /// Means of the assigned samples (sums as samples x one-hot matmuls). An empty cluster takes the sample
+    /// farthest from its centroid.
+    fn update(&self, labels: &[u32], distances: &[f32], k: usize) -> Result<Vec<Vec<f32>>> {
+        let mut sums = Tensor::zeros((self.channels, k), candle_core::DType::F32, &Device::Cpu)?;
         let mut offset = 0;
-        for (grid, unit) in self.grids.iter().zip(&self.unit) {
+        for (grid, tensor) in self.grids.iter().zip(&self.tensors) {
             let cells = grid.cells();
-            let map_labels = &labels[offset..offset + cells];
-            for (c, row) in unit.chunks_exact(cells).enumerate() {
-                for (&l, &v) in map_labels.iter().zip(row) {
-                    sums[l as usize][c] += f64::from(v);
-                }
+            let mut one_hot = vec![0f32; cells * k];
+            for (cell, &l) in labels[offset..offset + cells].iter().enumerate() {
+                one_hot[cell * k + l as usize] = 1.0;
             }
+            let one_hot = Tensor::from_vec(one_hot, (cells, k), &Device::Cpu)?;
+            // [C, cells] x [cells, k]: both operands contiguous, which gemm handles best for a thin k.
+            sums = (sums + tensor.matmul(&one_hot)?)?;
             offset += cells;
         }
+        let sums = sums.t()?.to_vec2::<f32>()?;
+        let mut counts = vec![0usize; k];
         labels.iter().for_each(|&l| counts[l as usize] += 1);
         let mut taken = vec![false; labels.len()];
-        (0..k)
+        Ok((0..k)
             .map(|j| {
                 if counts[j] > 0 {
-                    return sums[j]
-                        .iter()
-                        .map(|s| (s / counts[j] as f64) as f32)
-                        .collect();
+                    return sums[j].iter().map(|s| s / counts[j] as f32).collect();
                 }
                 let farthest = (0..labels.len())
                     .filter(|&i| !taken[i])
@@ -220,7 +220,7 @@ impl Samples {
                 }
                 self.vector(farthest)
             })
-            .collect()
+            .collect())
     }
 
     /// k-means++: the first centre uniformly at random, each next one with probability proportional to the
@@ -259,15 +259,21 @@ impl Samples {
     }
 
     fn run(&self, k: usize, seed: u64, options: &KMeansOptions) -> Result<Clustering> {
-        let shift_limit = options.tolerance.max(0.0) * self.mean_variance();
         let mut rng = SplitMix64::new(seed);
-        let mut centroids = self.seed_centroids(k, &mut rng)?;
+        let centroids = self.seed_centroids(k, &mut rng)?;
+        self.lloyd(centroids, options)
+    }
+
+    /// Lloyd iterations from the given centroids.
+    fn lloyd(&self, mut centroids: Vec<Vec<f32>>, options: &KMeansOptions) -> Result<Clustering> {
+        let k = centroids.len();
+        let shift_limit = options.tolerance.max(0.0) * self.mean_variance();
         let (mut labels, mut distances) = self.assign(&centroids)?;
         let mut iterations = 0;
         let mut converged = false;
         while iterations < options.max_iterations {
             iterations += 1;
-            let moved = self.update(&labels, &distances, k);
+            let moved = self.update(&labels, &distances, k)?;
             let shift: f64 = moved
                 .iter()
                 .zip(&centroids)
@@ -310,6 +316,33 @@ pub fn kmeans(maps: &[&FeatureMap], options: &KMeansOptions) -> Result<Clusterin
     let samples = Samples::new(maps)?;
     check_k(options.k, samples.total())?;
     run_best(&samples, options.k, options)
+}
+
+/// k-means started from given centroids instead of k-means++ (k = their number; `seed` and `restarts` are
+/// not used). Starting from the previous frame's centroids while scrubbing t converges in a few iterations
+/// and keeps cluster ids, hence colours, stable from frame to frame.
+pub fn kmeans_from(
+    maps: &[&FeatureMap],
+    centroids: &[Vec<f32>],
+    options: &KMeansOptions,
+) -> Result<Clustering> {
+    let samples = Samples::new(maps)?;
+    check_k(centroids.len(), samples.total())?;
+    for (i, centroid) in centroids.iter().enumerate() {
+        if centroid.len() != samples.channels {
+            return Err(Error::invalid(format!(
+                "k-means: initial centroid {i} has {} channels, the maps {}",
+                centroid.len(),
+                samples.channels
+            )));
+        }
+        if centroid.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "k-means: initial centroid {i} has a non-finite value"
+            )));
+        }
+    }
+    samples.lloyd(centroids.to_vec(), options)
 }
 
 fn run_best(samples: &Samples, k: usize, options: &KMeansOptions) -> Result<Clustering> {
@@ -528,6 +561,22 @@ mod tests {
             let label_in_b = relabelled.labels[truth_b.iter().position(|&x| x == t).unwrap()];
             assert_eq!(label_in_a, label_in_b);
         }
+    }
+
+    #[test]
+    fn warm_start_keeps_the_clustering() {
+        let (map, truth) = planted(4, 8, 10, 10, 5);
+        let options = KMeansOptions {
+            k: 4,
+            restarts: 3,
+            ..Default::default()
+        };
+        let cold = kmeans(&[&map], &options).unwrap();
+        let warm = kmeans_from(&[&map], &cold.centroids, &options).unwrap();
+        assert_eq!(warm.labels, cold.labels);
+        assert!(warm.iterations <= 2 && same_partition(&warm.labels[0].labels, &truth));
+        assert!(kmeans_from(&[&map], &[vec![0.0; 3]], &options).is_err());
+        assert!(kmeans_from(&[&map], &[vec![f32::NAN; 8]], &options).is_err());
     }
 
     #[test]

@@ -164,11 +164,17 @@ pub fn affinity(map: &FeatureMap, alpha: f32) -> Result<Vec<f32>> {
             (lo.min(v), hi.max(v))
         });
     let range = hi - lo;
+    // Integer exponents (DiffCut's 10) by repeated multiplication: several times faster than powf.
+    let integer_alpha = (alpha.fract() == 0.0 && alpha <= 64.0).then_some(alpha as i32);
     for v in cosine.iter_mut() {
-        *v = if range > 0.0 {
-            ((*v - lo) / range).clamp(0.0, 1.0).powf(alpha)
+        let x = if range > 0.0 {
+            ((*v - lo) / range).clamp(0.0, 1.0)
         } else {
             1.0
+        };
+        *v = match integer_alpha {
+            Some(power) => x.powi(power),
+            None => x.powf(alpha),
         };
     }
     Ok(cosine)
