@@ -194,7 +194,8 @@ pub fn correspond_point(
 }
 
 /// Soft-argmax in a (2r+1)^2 window around `cell` (clipped at the grid border): the softmax-weighted mean of
-/// the cell centres, weights `exp((s - s_max)/temperature)`. Returns grid coordinates.
+/// the cell centres, weights `exp((s - s_max)/temperature)`. Returns grid coordinates. At the border the
+/// window is one-sided, so a flat peak there is pulled inward by up to half a cell.
 pub fn refine_soft_argmax(
     similarity: &SimilarityMap,
     cell: (usize, usize),

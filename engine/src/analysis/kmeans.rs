@@ -25,6 +25,9 @@ pub struct KMeansOptions {
     pub seed: u64,
     /// Lloyd iterations at most; a run that hits it is returned with `converged: false`.
     pub max_iterations: usize,
+    /// Also stop when the centroids moved less than this in total (sum of squared shifts), relative to the
+    /// mean per-channel variance of the samples, like scikit-learn's `tol`; 0 waits until no label changes.
+    pub tolerance: f64,
     /// Independent seedings (seeds `seed`, `seed+1`, ...); the one with the lowest inertia is kept.
     pub restarts: usize,
 }
@@ -35,6 +38,7 @@ impl Default for KMeansOptions {
             k: 8,
             seed: 0,
             max_iterations: 300,
+            tolerance: 1e-4,
             restarts: 1,
         }
     }
@@ -103,6 +107,24 @@ impl Samples {
         Ok(samples)
     }
 
+    /// Mean over channels of the variance of the samples (scikit-learn's scale for `tol`).
+    fn mean_variance(&self) -> f64 {
+        let n = self.total() as f64;
+        let mut total = 0f64;
+        for c in 0..self.channels {
+            let (mut sum, mut squares) = (0f64, 0f64);
+            for (grid, unit) in self.grids.iter().zip(&self.unit) {
+                let cells = grid.cells();
+                for &v in &unit[c * cells..(c + 1) * cells] {
+                    sum += f64::from(v);
+                    squares += f64::from(v) * f64::from(v);
+                }
+            }
+            total += (squares / n - (sum / n).powi(2)).max(0.0);
+        }
+        total / self.channels.max(1) as f64
+    }
+
     fn total(&self) -> usize {
         self.grids.iter().map(GridSize::cells).sum()
     }
@@ -161,30 +183,30 @@ impl Samples {
         Ok((labels, distances))
     }
 
-    /// Means of the assigned samples. An empty cluster takes the sample farthest from its centroid.
-    fn update(&self, labels: &[u32], distances: &[f32], k: usize) -> Vec<Vec<f32>> {
-        let mut sums = vec![vec![0f64; self.channels]; k];
-        let mut counts = vec![0usize; k];
+    /// Means of the assigned samples (sums as samples x one-hot matmuls). An empty cluster takes the sample
+    /// farthest from its centroid.
+    fn update(&self, labels: &[u32], distances: &[f32], k: usize) -> Result<Vec<Vec<f32>>> {
+        let mut sums = Tensor::zeros((self.channels, k), candle_core::DType::F32, &Device::Cpu)?;
         let mut offset = 0;
-        for (grid, unit) in self.grids.iter().zip(&self.unit) {
+        for (grid, tensor) in self.grids.iter().zip(&self.tensors) {
             let cells = grid.cells();
-            let map_labels = &labels[offset..offset + cells];
-            for (c, row) in unit.chunks_exact(cells).enumerate() {
-                for (&l, &v) in map_labels.iter().zip(row) {
-                    sums[l as usize][c] += f64::from(v);
-                }
+            let mut one_hot = vec![0f32; cells * k];
+            for (cell, &l) in labels[offset..offset + cells].iter().enumerate() {
+                one_hot[cell * k + l as usize] = 1.0;
             }
+            let one_hot = Tensor::from_vec(one_hot, (cells, k), &Device::Cpu)?;
+            // [C, cells] x [cells, k]: both operands contiguous, which gemm handles best for a thin k.
+            sums = (sums + tensor.matmul(&one_hot)?)?;
             offset += cells;
         }
+        let sums = sums.t()?.to_vec2::<f32>()?;
+        let mut counts = vec![0usize; k];
         labels.iter().for_each(|&l| counts[l as usize] += 1);
         let mut taken = vec![false; labels.len()];
-        (0..k)
+        Ok((0..k)
             .map(|j| {
                 if counts[j] > 0 {
-                    return sums[j]
-                        .iter()
-                        .map(|s| (s / counts[j] as f64) as f32)
-                        .collect();
+                    return sums[j].iter().map(|s| s / counts[j] as f32).collect();
                 }
                 let farthest = (0..labels.len())
                     .filter(|&i| !taken[i])
@@ -198,7 +220,7 @@ impl Samples {
                 }
                 self.vector(farthest)
             })
-            .collect()
+            .collect())
     }
 
     /// k-means++: the first centre uniformly at random, each next one with probability proportional to the
@@ -236,22 +258,36 @@ impl Samples {
         Ok(centroids)
     }
 
-    fn run(&self, k: usize, seed: u64, max_iterations: usize) -> Result<Clustering> {
+    fn run(&self, k: usize, seed: u64, options: &KMeansOptions) -> Result<Clustering> {
         let mut rng = SplitMix64::new(seed);
-        let mut centroids = self.seed_centroids(k, &mut rng)?;
+        let centroids = self.seed_centroids(k, &mut rng)?;
+        self.lloyd(centroids, options)
+    }
+
+    /// Lloyd iterations from the given centroids.
+    fn lloyd(&self, mut centroids: Vec<Vec<f32>>, options: &KMeansOptions) -> Result<Clustering> {
+        let k = centroids.len();
+        let shift_limit = options.tolerance.max(0.0) * self.mean_variance();
         let (mut labels, mut distances) = self.assign(&centroids)?;
         let mut iterations = 0;
         let mut converged = false;
-        while iterations < max_iterations {
+        while iterations < options.max_iterations {
             iterations += 1;
-            centroids = self.update(&labels, &distances, k);
+            let moved = self.update(&labels, &distances, k)?;
+            let shift: f64 = moved
+                .iter()
+                .zip(&centroids)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)))
+                .sum();
+            centroids = moved;
             let (new_labels, new_distances) = self.assign(&centroids)?;
             distances = new_distances;
-            if new_labels == labels {
+            let unchanged = new_labels == labels;
+            labels = new_labels;
+            if unchanged || shift <= shift_limit {
                 converged = true;
                 break;
             }
-            labels = new_labels;
         }
         let inertia = distances.iter().map(|&d| f64::from(d)).sum();
         let mut per_map = Vec::with_capacity(self.grids.len());
@@ -282,14 +318,37 @@ pub fn kmeans(maps: &[&FeatureMap], options: &KMeansOptions) -> Result<Clusterin
     run_best(&samples, options.k, options)
 }
 
+/// k-means started from given centroids instead of k-means++ (k = their number; `seed` and `restarts` are
+/// not used). Starting from the previous frame's centroids while scrubbing t converges in a few iterations
+/// and keeps cluster ids, hence colours, stable from frame to frame.
+pub fn kmeans_from(
+    maps: &[&FeatureMap],
+    centroids: &[Vec<f32>],
+    options: &KMeansOptions,
+) -> Result<Clustering> {
+    let samples = Samples::new(maps)?;
+    check_k(centroids.len(), samples.total())?;
+    for (i, centroid) in centroids.iter().enumerate() {
+        if centroid.len() != samples.channels {
+            return Err(Error::invalid(format!(
+                "k-means: initial centroid {i} has {} channels, the maps {}",
+                centroid.len(),
+                samples.channels
+            )));
+        }
+        if centroid.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "k-means: initial centroid {i} has a non-finite value"
+            )));
+        }
+    }
+    samples.lloyd(centroids.to_vec(), options)
+}
+
 fn run_best(samples: &Samples, k: usize, options: &KMeansOptions) -> Result<Clustering> {
     let mut best: Option<Clustering> = None;
     for restart in 0..options.restarts.max(1) {
-        let run = samples.run(
-            k,
-            options.seed.wrapping_add(restart as u64),
-            options.max_iterations,
-        )?;
+        let run = samples.run(k, options.seed.wrapping_add(restart as u64), options)?;
         if best.as_ref().is_none_or(|b| run.inertia < b.inertia) {
             best = Some(run);
         }
@@ -345,10 +404,9 @@ impl ClusterMatching {
                 *slot = Some(a as u32);
             }
         }
-        let mut next = self.a_to_b.len() as u32;
-        for slot in b_to_a.iter_mut().filter(|s| s.is_none()) {
+        let unmatched = b_to_a.iter_mut().filter(|s| s.is_none());
+        for (next, slot) in (self.a_to_b.len() as u32..).zip(unmatched) {
             *slot = Some(next);
-            next += 1;
         }
         LabelMap {
             grid: labels.grid,
@@ -503,6 +561,22 @@ mod tests {
             let label_in_b = relabelled.labels[truth_b.iter().position(|&x| x == t).unwrap()];
             assert_eq!(label_in_a, label_in_b);
         }
+    }
+
+    #[test]
+    fn warm_start_keeps_the_clustering() {
+        let (map, truth) = planted(4, 8, 10, 10, 5);
+        let options = KMeansOptions {
+            k: 4,
+            restarts: 3,
+            ..Default::default()
+        };
+        let cold = kmeans(&[&map], &options).unwrap();
+        let warm = kmeans_from(&[&map], &cold.centroids, &options).unwrap();
+        assert_eq!(warm.labels, cold.labels);
+        assert!(warm.iterations <= 2 && same_partition(&warm.labels[0].labels, &truth));
+        assert!(kmeans_from(&[&map], &[vec![0.0; 3]], &options).is_err());
+        assert!(kmeans_from(&[&map], &[vec![f32::NAN; 8]], &options).is_err());
     }
 
     #[test]

@@ -452,7 +452,10 @@ pub fn foreground_mask(
                     r == 0 || c == 0 || r + 1 == grid.height || c + 1 == grid.width
                 })
                 .collect();
-            let high_on_border = border.iter().filter(|&&cell| high[cell]).count();
+            let high_on_border = border
+                .iter()
+                .filter(|&&cell| high.get(cell).copied().unwrap_or(false))
+                .count();
             if 2 * high_on_border > border.len() {
                 ForegroundSide::Low
             } else {

@@ -72,8 +72,18 @@ impl FeatureMap {
         self.data.get(c * n..(c + 1) * n)
     }
 
-    /// Error (naming `name`) unless the map has at least one channel and one cell and every value is finite.
+    /// Error (naming `name`) unless the map has at least one channel and one cell, as many values as its
+    /// shape says, and every value is finite.
     pub fn ensure_finite(&self, name: &str) -> Result<()> {
+        if self.data.len() != self.channels * self.cells() {
+            return Err(Error::invalid(format!(
+                "{name}: feature map of shape [{},{},{}] holds {} values",
+                self.channels,
+                self.height,
+                self.width,
+                self.data.len()
+            )));
+        }
         if self.channels == 0 || self.cells() == 0 {
             return Err(Error::invalid(format!(
                 "{name}: feature map of shape [{},{},{}] is empty",
