@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod correspond;
+mod eval;
 mod extract;
 mod feature_args;
 mod pca;
@@ -30,6 +31,9 @@ enum Command {
     Correspond(correspond::CorrespondArgs),
     /// Show features as RGB by PCA, per image or jointly.
     Pca(pca::PcaArgs),
+    /// Evaluate features on a keypoint dataset.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Segment images by clustering their features (k-means or normalized cut).
     Segment(segment::SegmentArgs),
     /// Generate the procedural creatures dataset (keypoints, pairs) in SPair-71k's layout.
@@ -42,6 +46,7 @@ pub fn run() -> ExitCode {
         Command::Extract(args) => extract::run(args),
         Command::Correspond(args) => correspond::run(args),
         Command::Pca(args) => pca::run(args),
+        Command::Eval(command) => eval::run(command),
         Command::Segment(args) => segment::run(args),
         Command::Synth(args) => synth::run(args),
     };

@@ -54,7 +54,11 @@ fn image_size(p: &std::path::Path) -> Result<ImageSize> {
 }
 
 /// Predict every source keypoint of a pair in the target (DIFT's protocol, see the module docs).
-pub fn predict_pair(src: &FeatureMap, trg: &FeatureMap, pair: &PairAnnotation) -> Result<Vec<[f64; 2]>> {
+pub fn predict_pair(
+    src: &FeatureMap,
+    trg: &FeatureMap,
+    pair: &PairAnnotation,
+) -> Result<Vec<[f64; 2]>> {
     let src_map = NormalizedMap::new(src, "source")?;
     let trg_map = NormalizedMap::new(trg, "target")?;
     let src_size = ImageSize::new(pair.src_imsize[0] as usize, pair.src_imsize[1] as usize);
@@ -62,10 +66,24 @@ pub fn predict_pair(src: &FeatureMap, trg: &FeatureMap, pair: &PairAnnotation) -
     pair.src_kps
         .iter()
         .map(|kp| {
-            let v = source_vector(&src_map, src_size, ImagePoint::new(kp[0] as f32, kp[1] as f32))?;
+            let v = source_vector(
+                &src_map,
+                src_size,
+                ImagePoint::new(kp[0] as f32, kp[1] as f32),
+            )?;
             let up = similarity_map(&v, &trg_map)?.upsample_bilinear(trg_size);
-            let best = up.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &s)| if s > b.1 { (i, s) } else { b }).0;
-            Ok([(best % trg_size.width) as f64, (best / trg_size.width) as f64])
+            let best = up
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &s)| if s > b.1 { (i, s) } else { b },
+                )
+                .0;
+            Ok([
+                (best % trg_size.width) as f64,
+                (best / trg_size.width) as f64,
+            ])
         })
         .collect()
 }
@@ -88,18 +106,44 @@ fn extract_all(
     let context = model.condition(&PromptSource::default())?;
     let mut table = HashMap::new();
     for (i, path) in images.iter().enumerate() {
-        progress(&format!("t={t}: features of image {}/{}", i + 1, images.len()));
+        progress(&format!(
+            "t={t}: features of image {}/{}",
+            i + 1,
+            images.len()
+        ));
         let x = to_model_input(&load_rgb(path)?, &model.device)?;
         let latents = model.encode(&x)?;
-        let request = UNetRequest { t, taps: taps.to_vec(), noise: NoiseSource::Seeded { seed: settings.seed, ensemble: settings.ensemble } };
-        let maps = extract_from_latents(&model.unet, &model.schedule, &latents, context.as_ref(), &request, cancel, &mut |_, _| {})?;
-        let maps = maps.iter().map(|(n, t)| Ok((n.clone(), FeatureMap::from_tensor(t)?))).collect::<Result<_>>()?;
+        let request = UNetRequest {
+            t,
+            taps: taps.to_vec(),
+            noise: NoiseSource::Seeded {
+                seed: settings.seed,
+                ensemble: settings.ensemble,
+            },
+        };
+        let maps = extract_from_latents(
+            &model.unet,
+            &model.schedule,
+            &latents,
+            context.as_ref(),
+            &request,
+            cancel,
+            &mut |_, _| {},
+        )?;
+        let maps = maps
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), FeatureMap::from_tensor(t)?)))
+            .collect::<Result<_>>()?;
         table.insert(path.clone(), maps);
     }
     Ok(table)
 }
 
-fn score(pairs: &[PairAnnotation], alphas: &[f64], features: impl Fn(&PairAnnotation) -> Result<(FeatureMap, FeatureMap)>) -> Result<PckReport> {
+fn score(
+    pairs: &[PairAnnotation],
+    alphas: &[f64],
+    features: impl Fn(&PairAnnotation) -> Result<(FeatureMap, FeatureMap)>,
+) -> Result<PckReport> {
     let mut acc = PckAccumulator::new(alphas)?;
     for pair in pairs {
         let (src, trg) = features(pair)?;
@@ -123,14 +167,26 @@ pub fn run_sweep(
         return Err(Error::file(dataset.root(), "no pairs match the query"));
     }
     for pair in &pairs {
-        for (path, size) in [(&pair.src_image, pair.src_imsize), (&pair.trg_image, pair.trg_imsize)] {
+        for (path, size) in [
+            (&pair.src_image, pair.src_imsize),
+            (&pair.trg_image, pair.trg_imsize),
+        ] {
             let actual = image_size(path)?;
             if (actual.width as u32, actual.height as u32) != (size[0], size[1]) {
-                return Err(Error::file(path, format!("image is {}x{} but its annotation says {}x{}", actual.width, actual.height, size[0], size[1])));
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "image is {}x{} but its annotation says {}x{}",
+                        actual.width, actual.height, size[0], size[1]
+                    ),
+                ));
             }
         }
     }
-    let mut images: Vec<PathBuf> = pairs.iter().flat_map(|p| [p.src_image.clone(), p.trg_image.clone()]).collect();
+    let mut images: Vec<PathBuf> = pairs
+        .iter()
+        .flat_map(|p| [p.src_image.clone(), p.trg_image.clone()])
+        .collect();
     images.sort();
     images.dedup();
     let taps = expand_taps(&settings.blocks, model.unet.taps());
@@ -141,19 +197,96 @@ pub fn run_sweep(
 
     let mut rows = vec![];
     progress("baseline: pixel colours");
-    let pixels: HashMap<PathBuf, FeatureMap> = images.iter().map(|p| Ok((p.clone(), pixel_features(p)?))).collect::<Result<_>>()?;
-    let report = score(&pairs, &settings.alphas, |p| Ok((pixels[&p.src_image].clone(), pixels[&p.trg_image].clone())))?;
-    rows.push(SweepRow { method: "pixels".into(), block: "rgb".into(), t: None, report });
+    let pixels: HashMap<PathBuf, FeatureMap> = images
+        .iter()
+        .map(|p| Ok((p.clone(), pixel_features(p)?)))
+        .collect::<Result<_>>()?;
+    let report = score(&pairs, &settings.alphas, |p| {
+        Ok((pixels[&p.src_image].clone(), pixels[&p.trg_image].clone()))
+    })?;
+    rows.push(SweepRow {
+        method: "pixels".into(),
+        block: "rgb".into(),
+        t: None,
+        report,
+    });
 
-    let methods: Vec<(&str, &DiffusionModel)> = std::iter::once(("model", model)).chain(untrained.map(|u| ("untrained", u))).collect();
+    let methods: Vec<(&str, &DiffusionModel)> = std::iter::once(("model", model))
+        .chain(untrained.map(|u| ("untrained", u)))
+        .collect();
     for (method, m) in methods {
         for &t in &settings.timesteps {
-            let table = extract_all(m, &images, t, &taps, settings, cancel, &mut |s| progress(&format!("{method}: {s}")))?;
+            let table = extract_all(m, &images, t, &taps, settings, cancel, &mut |s| {
+                progress(&format!("{method}: {s}"))
+            })?;
             for tap in &taps {
-                let report = score(&pairs, &settings.alphas, |p| Ok((table[&p.src_image][tap].clone(), table[&p.trg_image][tap].clone())))?;
-                rows.push(SweepRow { method: method.into(), block: tap.clone(), t: Some(t), report });
+                let report = score(&pairs, &settings.alphas, |p| {
+                    Ok((
+                        table[&p.src_image][tap].clone(),
+                        table[&p.trg_image][tap].clone(),
+                    ))
+                })?;
+                rows.push(SweepRow {
+                    method: method.into(),
+                    block: tap.clone(),
+                    t: Some(t),
+                    report,
+                });
             }
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::spair::PairFlags;
+
+    /// One-hot features: cell (r, c) of an 8x8 grid has channel r*8+c set, so every location is
+    /// unique and the true match is known.
+    fn one_hot(shift: (usize, usize)) -> FeatureMap {
+        let n = 8;
+        let mut data = vec![0f32; n * n * n * n];
+        for r in 0..n {
+            for c in 0..n {
+                let channel = ((r + shift.0) % n) * n + (c + shift.1) % n;
+                data[channel * n * n + r * n + c] = 1.0;
+            }
+        }
+        FeatureMap::new(n * n, n, n, data).unwrap()
+    }
+
+    #[test]
+    fn unique_features_find_every_keypoint_exactly() {
+        // 64x64 images, 8x8 cells: cell (r, c) is centred on pixel (8c + 3.5, 8r + 3.5).
+        // The target is the source shifted by one cell down and two right.
+        let src = one_hot((0, 0));
+        let trg = one_hot((7, 6));
+        let pair = PairAnnotation {
+            name: "toy".into(),
+            pair_id: None,
+            category: "toy".into(),
+            src_imname: "a".into(),
+            trg_imname: "b".into(),
+            src_image: "a".into(),
+            trg_image: "b".into(),
+            src_imsize: [64, 64],
+            trg_imsize: [64, 64],
+            src_bndbox: [0.0, 0.0, 63.0, 63.0],
+            trg_bndbox: [0.0, 0.0, 63.0, 63.0],
+            src_kps: vec![[11.5, 3.5], [35.5, 43.5]],
+            trg_kps: vec![[27.5, 11.5], [51.5, 51.5]],
+            kps_ids: None,
+            flags: PairFlags::default(),
+        };
+        let predicted = predict_pair(&src, &trg, &pair).unwrap();
+        // The argmax pixel of the upsampled similarity is one of the 4 pixels around the cell centre.
+        for (p, t) in predicted.iter().zip(&pair.trg_kps) {
+            assert!(
+                (p[0] - t[0]).abs() <= 0.5 && (p[1] - t[1]).abs() <= 0.5,
+                "{p:?} vs {t:?}"
+            );
+        }
+    }
 }

@@ -100,6 +100,15 @@ impl Canvas {
         self.overlay_rgb(&rgb, width, height, x, y, scale, opacity);
     }
 
+    /// Fill the pixels whose centres fall inside a rectangle.
+    pub fn fill_rect(&mut self, x: f32, y: f32, w: f32, h: f32, colour: [u8; 3]) {
+        for py in (y.round() as i64)..((y + h).round() as i64).max(y.round() as i64 + 1) {
+            for px in (x.round() as i64)..((x + w).round() as i64).max(x.round() as i64 + 1) {
+                self.put(px, py, colour, 1.0);
+            }
+        }
+    }
+
     /// A ring with a dark outline and a centre dot: visible on any background.
     pub fn marker(&mut self, cx: f32, cy: f32, radius: f32, colour: [u8; 3]) {
         let r_out = radius + 1.5;

@@ -4,3 +4,4 @@ pub mod canvas;
 pub mod colormap;
 pub mod figure;
 pub mod matches;
+pub mod plot;
