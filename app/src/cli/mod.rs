@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod extract;
 mod feature_args;
+mod gui;
 
 #[derive(Parser)]
 #[command(
@@ -14,20 +15,25 @@ mod feature_args;
     about = "Look inside diffusion models: features, correspondence, PCA, segments"
 )]
 struct Cli {
+    /// Without a subcommand the workbench opens.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Extract feature maps of one image at timestep t from the chosen UNet taps.
     Extract(extract::ExtractArgs),
+    /// Open the workbench (the default without a subcommand).
+    Gui(gui::GuiArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
-        Command::Extract(args) => extract::run(args),
+        Some(Command::Extract(args)) => extract::run(args),
+        Some(Command::Gui(args)) => gui::run(args),
+        None => gui::run(gui::GuiArgs::default()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
