@@ -70,7 +70,7 @@ fn model_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             });
         }
         None if app.model_job.is_none() => {
-            ui.label("No model loaded: Model ▸ Bundled default, or type a folder in the path bar.");
+            ui.label("No model loaded: Model > Bundled default, or type a folder in the path bar.");
         }
         None => {}
     }
@@ -87,21 +87,21 @@ fn images_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             ui.label(app.slots[i].name())
                 .on_hover_text(app.slots[i].image.path.display().to_string());
             if app.slots[i].image.keypoints.is_some() {
-                ui.label("🔑").on_hover_text("has keypoint annotations");
+                ui.label("(kp)").on_hover_text("has keypoint annotations");
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui.small_button("✕").on_hover_text("remove").clicked() {
+                if ui.small_button("x").on_hover_text("remove").clicked() {
                     remove = Some(i);
                 }
                 if ui
-                    .add_enabled(i + 1 < app.slots.len(), egui::Button::new("⏷").small())
+                    .add_enabled(i + 1 < app.slots.len(), egui::Button::new("down").small())
                     .on_hover_text("move down")
                     .clicked()
                 {
                     action = Some((i, 1));
                 }
                 if ui
-                    .add_enabled(i > 0, egui::Button::new("⏶").small())
+                    .add_enabled(i > 0, egui::Button::new("up").small())
                     .on_hover_text("move up (the first image is the source)")
                     .clicked()
                 {
@@ -197,21 +197,23 @@ fn features_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     egui::Grid::new("feature-settings")
         .num_columns(2)
         .show(ui, |ui| {
-            ui.label("ensemble");
+            let name = ui.label("ensemble").id;
             ui.add(egui::DragValue::new(&mut f.ensemble).range(1..=64))
+                .labelled_by(name)
                 .on_hover_text("noise draws averaged (DIFT uses 8)");
             ui.end_row();
-            ui.label("seed");
-            ui.add(egui::DragValue::new(&mut f.seed));
+            let name = ui.label("seed").id;
+            ui.add(egui::DragValue::new(&mut f.seed)).labelled_by(name);
             ui.end_row();
-            ui.label("prompt");
+            let name = ui.label("prompt").id;
             ui.add_enabled(
                 conditional,
                 egui::TextEdit::singleline(&mut f.prompt).desired_width(180.0),
             )
+            .labelled_by(name)
             .on_disabled_hover_text("this model takes no prompt");
             ui.end_row();
-            ui.label("input size");
+            let name = ui.label("input size").id;
             let label = |s: InputSize| match s {
                 InputSize::Native => format!(
                     "native ({})",
@@ -238,7 +240,9 @@ fn features_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
                         InputSize::Original,
                         label(InputSize::Original),
                     );
-                });
+                })
+                .response
+                .labelled_by(name);
             ui.end_row();
         });
 }
@@ -315,7 +319,7 @@ fn correspondence_settings(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             {
                 s.active_point = i;
             }
-            if ui.small_button("✕").clicked() {
+            if ui.small_button("x").clicked() {
                 remove = Some(i);
             }
         });
@@ -340,17 +344,20 @@ fn overlay_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     ui.heading("Overlay");
     let o = &mut app.settings.overlay;
     egui::Grid::new("overlay").num_columns(2).show(ui, |ui| {
-        ui.label("colormap");
+        let name = ui.label("colormap").id;
         egui::ComboBox::from_id_salt("colormap")
             .selected_text(o.colormap.name())
             .show_ui(ui, |ui| {
                 for map in Colormap::ALL {
                     ui.selectable_value(&mut o.colormap, map, map.name());
                 }
-            });
+            })
+            .response
+            .labelled_by(name);
         ui.end_row();
-        ui.label("opacity");
-        ui.add(egui::Slider::new(&mut o.opacity, 0.0..=1.0));
+        let name = ui.label("opacity").id;
+        ui.add(egui::Slider::new(&mut o.opacity, 0.0..=1.0))
+            .labelled_by(name);
         ui.end_row();
         ui.label("upsampling");
         ui.horizontal(|ui| {

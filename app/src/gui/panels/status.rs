@@ -25,7 +25,7 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
                 } else {
                     ui.visuals().text_color()
                 };
-                if ui.small_button("✕").on_hover_text("dismiss").clicked() {
+                if ui.small_button("x").on_hover_text("dismiss").clicked() {
                     dismiss = Some(i);
                 }
                 ui.label(egui::RichText::new(&m.text).color(colour));

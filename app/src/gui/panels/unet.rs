@@ -4,7 +4,7 @@
 //! down/upsamplers of the chosen block are listed under it.
 
 use diffscope_engine::model::taps::TapInfo;
-use eframe::egui::{self, Color32, Rect, Sense, Stroke, Vec2};
+use eframe::egui::{self, Color32, Rect, Stroke, Vec2};
 
 use crate::gui::app::WorkbenchApp;
 
@@ -72,9 +72,10 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     let levels = downs.len().max(ups.len()) + 1;
     let width = ui.available_width().min(320.0);
     let column = (width - 3.0 * GAP) / 2.0;
-    let (area, _) = ui.allocate_exact_size(
+    // Laid out by hand: the buttons are put at their places, then the cursor moves past the area.
+    let area = Rect::from_min_size(
+        ui.cursor().min,
         Vec2::new(width, (levels as f32 + 1.0) * (ROW + GAP)),
-        Sense::hover(),
     );
     let painter = ui.painter_at(area);
     let left = |row: usize| {
@@ -89,7 +90,7 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     let mut place = |ui: &mut egui::Ui, rect: Rect, tap: &TapInfo| {
         let selected = selected_block == tap.name;
         if ui
-            .put(rect, egui::Button::selectable(selected, label(app, tap)))
+            .put(rect, egui::Button::new(label(app, tap)).selected(selected))
             .on_hover_text(format!("tap `{}`", tap.name))
             .clicked()
         {
@@ -123,6 +124,7 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     if let Some(tap) = block("conv_out") {
         place(ui, right(0), tap);
     }
+    ui.advance_cursor_after_rect(area);
     if let Some(name) = clicked {
         app.settings.features.tap = name;
     }

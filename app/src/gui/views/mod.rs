@@ -100,7 +100,7 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     if app.slots.is_empty() {
         ui.centered_and_justified(|ui| {
             ui.label(if app.image_jobs.is_empty() {
-                "Add two to six images: File ▸ Add images, drop files here, type a path above, or pick a bundled sample on the left."
+                "Add two to six images: File > Add images, drop files here, type a path above, or pick a bundled sample on the left."
             } else {
                 "Loading images…"
             });
