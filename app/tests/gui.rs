@@ -221,3 +221,74 @@ fn a_corrupt_image_shows_a_message_and_the_app_keeps_working() {
     );
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn exports_figure_correspondences_and_features() {
+    let data = Dataset::new();
+    let mut h = harness(options(&data));
+    wait_for(&mut h, "model and images", |app| {
+        app.model.is_some() && app.slots.len() == 2
+    });
+    click_image(&mut h, 0, data.source_keypoint(1));
+    let result = wait_for_exact(
+        &mut h,
+        |r| matches!(&r.view, ViewResult::Correspond { matches } if matches.len() == 1),
+    );
+    let ViewResult::Correspond { matches } = &result.view else {
+        unreachable!()
+    };
+    let m = matches[0][0].clone();
+    let out = data.dir.path();
+    let (png, csv, json, features) = (
+        out.join("figure.png"),
+        out.join("points.csv"),
+        out.join("points.json"),
+        out.join("features"),
+    );
+    for (path, item) in [
+        (&png, "Figure (PNG)"),
+        (&csv, "Correspondences (.csv or .json)"),
+        (&json, "Correspondences (.csv or .json)"),
+        (&features, "Features (folder)"),
+    ] {
+        h.state_mut().path_input = path.display().to_string();
+        h.run_steps(1);
+        h.get_by_label("Export to path").click();
+        h.run_steps(1);
+        h.get_by_label(item).click();
+        let written = path.clone();
+        wait_for(&mut h, "the export", move |_| written.exists());
+        wait_for(&mut h, "the engine", |app| !app.is_busy());
+    }
+    // The figure: the images, overlays, markers, colorbar and caption, as drawn.
+    let figure = image::open(&png).unwrap().to_rgba8();
+    let rect = h.state().figure_rect.unwrap();
+    assert!(
+        (figure.width() as f32 - rect.width()).abs() <= 1.0,
+        "{} vs {}",
+        figure.width(),
+        rect.width()
+    );
+    assert!(figure.height() > 100);
+    // CSV and JSON carry the engine's numbers.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let row = text.lines().nth(2).unwrap();
+    let fields: Vec<&str> = row.split(',').collect();
+    assert_eq!(fields[0], "1");
+    assert_eq!(fields[5].parse::<f32>().unwrap(), m.point.x);
+    assert_eq!(fields[6].parse::<f32>().unwrap(), m.point.y);
+    assert_eq!(fields[7].parse::<f32>().unwrap(), m.best_similarity);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(parsed["t"], 261);
+    assert_eq!(
+        parsed["matches"][0]["similarity"].as_f64().unwrap() as f32,
+        m.best_similarity
+    );
+    // Features: one file per image with the tap and the latent.
+    let files: Vec<_> = std::fs::read_dir(&features).unwrap().collect();
+    assert_eq!(files.len(), 2);
+    let bytes = std::fs::read(features.join("1_a.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("up_blocks.1").unwrap().shape(), &[8, 32, 32]);
+}

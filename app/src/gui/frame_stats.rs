@@ -41,16 +41,49 @@ pub fn quantile(values: &mut [Duration], q: f64) -> Option<Duration> {
     values.get(rank.saturating_sub(1)).copied()
 }
 
-/// A measurement of frame times while an analysis job (an extraction) runs: the time the app
-/// spends in each frame, and the interval between frame starts (what the user sees, including
-/// rendering and waiting for the display).
+/// A measurement of frame times while an analysis job (an extraction) runs, and, for comparison,
+/// while nothing runs (before the job and after it): the time the app spends in each frame, and
+/// the interval between frame starts (what the user sees, including rendering).
 pub struct Measurement {
     out: PathBuf,
     previous_start: Option<Instant>,
+    busy: Series,
+    idle: Series,
+    busy_since: Option<Instant>,
+    job_seconds: Option<f64>,
+    idle_after_job: usize,
+}
+
+/// Idle frames recorded after the job, for the comparison.
+const IDLE_FRAMES_AFTER: usize = 120;
+
+#[derive(Default)]
+struct Series {
     work: Vec<Duration>,
     intervals: Vec<Duration>,
-    busy_since: Option<Instant>,
-    saw_busy: bool,
+}
+
+impl Series {
+    fn push(&mut self, work: Duration, interval: Option<Duration>) {
+        self.work.push(work);
+        self.intervals.extend(interval);
+    }
+
+    fn report(&mut self) -> serde_json::Value {
+        let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        let summary = |v: &mut Vec<Duration>| {
+            serde_json::json!({
+                "p50": ms(quantile(v, 0.5)),
+                "p99": ms(quantile(v, 0.99)),
+                "max": ms(v.iter().max().copied()),
+            })
+        };
+        serde_json::json!({
+            "frames": self.work.len(),
+            "ui_work_ms": summary(&mut self.work),
+            "frame_interval_ms": summary(&mut self.intervals),
+        })
+    }
 }
 
 impl Measurement {
@@ -58,42 +91,44 @@ impl Measurement {
         Self {
             out,
             previous_start: None,
-            work: Vec::new(),
-            intervals: Vec::new(),
+            busy: Series::default(),
+            idle: Series::default(),
             busy_since: None,
-            saw_busy: false,
+            job_seconds: None,
+            idle_after_job: 0,
         }
     }
 
-    /// Record a frame; once the job has finished, write the report and return where.
+    /// Record a frame; once the job has finished and enough idle frames followed, write the
+    /// report and return where.
     pub fn frame(
         &mut self,
         start: Instant,
         busy: bool,
         work: Duration,
     ) -> Option<Result<PathBuf, String>> {
-        let previous = self.previous_start.replace(start);
+        let interval = self.previous_start.replace(start).map(|p| start - p);
         if busy {
-            self.saw_busy = true;
             self.busy_since.get_or_insert(start);
-            self.work.push(work);
-            if let Some(p) = previous {
-                self.intervals.push(start - p);
-            }
+            self.busy.push(work, interval);
             return None;
         }
-        if !self.saw_busy {
+        self.idle.push(work, interval);
+        if let Some(since) = self.busy_since {
+            self.job_seconds
+                .get_or_insert((start - since).as_secs_f64());
+            self.idle_after_job += 1;
+        }
+        if self.idle_after_job < IDLE_FRAMES_AFTER {
             return None;
         }
-        let job_seconds = self.busy_since.map_or(0.0, |s| (start - s).as_secs_f64());
-        let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
         let report = serde_json::json!({
-            "frames": self.work.len(),
-            "job_seconds": job_seconds,
-            "ui_work_ms": {"p50": ms(quantile(&mut self.work, 0.5)), "p99": ms(quantile(&mut self.work, 0.99)), "max": ms(self.work.iter().max().copied())},
-            "frame_interval_ms": {"p50": ms(quantile(&mut self.intervals, 0.5)), "p99": ms(quantile(&mut self.intervals, 0.99)), "max": ms(self.intervals.iter().max().copied())},
-            "method": "frames rendered continuously (request_repaint every frame) while the analysis job ran; ui_work = time inside App::ui; frame_interval = time between starts of consecutive frames; quantiles by nearest rank",
+            "job_seconds": self.job_seconds,
+            "while_extracting": self.busy.report(),
+            "idle": self.idle.report(),
+            "method": "frames rendered continuously (request_repaint every frame); while_extracting: frames while the analysis job (feature extraction) ran; idle: frames with no job, before and after it; ui_work = time inside App::ui; frame_interval = time between starts of consecutive frames (includes rendering); quantiles by nearest rank",
         });
+        self.idle_after_job = 0;
         Some(
             std::fs::write(&self.out, report.to_string())
                 .map(|()| self.out.clone())

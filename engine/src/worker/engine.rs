@@ -295,6 +295,12 @@ impl Engine {
         taps.sort_by_key(|n| loaded.tap_order.iter().position(|o| o == n));
         taps.dedup();
         let image = self.image(key.image)?;
+        let name = image
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        r.progress(start, format!("encoding {name}"));
         let latents = self.latents_of(key, &image)?;
         let context = self.context_of(&key.prompt)?;
         let loaded = self.loaded()?;
@@ -306,11 +312,6 @@ impl Engine {
                 ensemble: key.ensemble,
             },
         };
-        let name = image
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let mut report = |done: usize, total: usize| {
             r.progress(
                 start + span * done as f32 / total.max(1) as f32,

@@ -191,6 +191,7 @@ fn run(
     waker: Waker,
     flags: Arc<Mutex<Flags>>,
 ) {
+    lower_priority();
     let mut engine = engine::Engine::new(config);
     let mut queue: VecDeque<Job> = VecDeque::new();
     loop {
@@ -250,6 +251,21 @@ fn run(
         }
     }
 }
+
+/// Run the engine, and the compute threads it starts (they inherit it), below the UI's priority,
+/// so that drawing and input are scheduled first and compute takes what is left.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value is per thread: `who = 0` is the calling thread only.
+        // SAFETY: setpriority has no memory effects; a failure only leaves the priority as it was.
+        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ENGINE_NICE) };
+    }
+}
+
+/// Nice value of the engine thread (0 is normal, 19 the lowest).
+#[cfg(target_os = "linux")]
+const ENGINE_NICE: libc::c_int = 10;
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {

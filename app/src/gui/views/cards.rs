@@ -33,13 +33,13 @@ pub fn to_image(rect: Rect, size: [u32; 2], pos: Pos2) -> [f32; 2] {
 
 pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     let n = app.slots.len();
-    let columns = n.min(3);
-    let rows = n.div_ceil(columns);
-    let available = ui.available_size();
-    let card = Vec2::new(
-        available.x / columns as f32,
-        ((available.y - LEGEND_HEIGHT) / rows as f32).max(80.0),
-    );
+    let available = ui.available_size() - Vec2::new(0.0, LEGEND_HEIGHT);
+    let sizes: Vec<Vec2> = app
+        .slots
+        .iter()
+        .map(|s| Vec2::new(s.image.rgb.width() as f32, s.image.rgb.height() as f32))
+        .collect();
+    let (columns, card) = best_grid(available, &sizes);
     let origin = ui.cursor().min;
     app.image_rects.clear();
     for i in 0..n {
@@ -50,10 +50,36 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         let image_rect = show_card(app, ui, i, cell.shrink(4.0));
         app.image_rects.push(image_rect);
     }
+    let bottom = app
+        .image_rects
+        .iter()
+        .map(|r| r.max.y)
+        .fold(origin.y, f32::max);
     ui.allocate_rect(
-        Rect::from_min_size(origin, Vec2::new(available.x, rows as f32 * card.y)),
+        Rect::from_min_max(origin, egui::pos2(origin.x + available.x, bottom + 6.0)),
         Sense::hover(),
     );
+}
+
+/// The number of columns that shows the images largest, and the card size.
+fn best_grid(available: Vec2, sizes: &[Vec2]) -> (usize, Vec2) {
+    let n = sizes.len().max(1);
+    (1..=n)
+        .map(|columns| {
+            let rows = n.div_ceil(columns);
+            let card = Vec2::new(
+                available.x / columns as f32,
+                (available.y / rows as f32).max(80.0),
+            );
+            let inner = card - Vec2::new(8.0, 8.0 + TITLE_HEIGHT);
+            let smallest = sizes
+                .iter()
+                .map(|s| (inner.x / s.x.max(1.0)).min(inner.y / s.y.max(1.0)))
+                .fold(f32::INFINITY, f32::min);
+            (columns, card, smallest)
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map_or((1, available), |(c, card, _)| (c, card))
 }
 
 fn show_card(app: &mut WorkbenchApp, ui: &mut egui::Ui, index: usize, cell: Rect) -> Rect {
