@@ -1,4 +1,4 @@
-//! The `diffscope` binary: the headless CLI (and, later, the workbench).
+//! The `diffscope` binary: the workbench, and the headless CLI subcommands.
 
 mod cli;
 

@@ -11,6 +11,7 @@ mod feature_args;
 mod pca;
 mod segment;
 mod synth;
+mod gui;
 
 #[derive(Parser)]
 #[command(
@@ -19,8 +20,9 @@ mod synth;
     about = "Look inside diffusion models: features, correspondence, PCA, segments"
 )]
 struct Cli {
+    /// Without a subcommand the workbench opens.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -38,17 +40,21 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Generate the procedural creatures dataset (keypoints, pairs) in SPair-71k's layout.
     Synth(synth::SynthArgs),
+    /// Open the workbench (the default without a subcommand).
+    Gui(gui::GuiArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
-        Command::Extract(args) => extract::run(args),
-        Command::Correspond(args) => correspond::run(args),
-        Command::Pca(args) => pca::run(args),
-        Command::Eval(command) => eval::run(command),
-        Command::Segment(args) => segment::run(args),
-        Command::Synth(args) => synth::run(args),
+        Some(Command::Extract(args)) => extract::run(args),
+        Some(Command::Correspond(args)) => correspond::run(args),
+        Some(Command::Pca(args)) => pca::run(args),
+        Some(Command::Eval(command)) => eval::run(command),
+        Some(Command::Segment(args)) => segment::run(args),
+        Some(Command::Synth(args)) => synth::run(args),
+        Some(Command::Gui(args)) => gui::run(args),
+        None => gui::run(gui::GuiArgs::default()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

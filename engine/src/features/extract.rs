@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Tensor;
+use image::RgbImage;
 
 use super::recipe::{extract_from_latents, NoiseSource, ProgressFn, UNetRequest};
 use crate::error::{Error, Result};
@@ -71,20 +72,8 @@ pub fn extract_image(
     // Check cheap things before the expensive encode.
     model.schedule.check_timestep(settings.t)?;
     crate::model::taps::validate_taps(&taps, model.unet.taps())?;
-    let image = resize(load_rgb(image_path)?, settings.size);
-    let (width, height) = image.dimensions();
-    let stride = model.summary().input_stride as u32;
-    if width % stride != 0 || height % stride != 0 {
-        return Err(Error::file(
-            image_path,
-            format!("{width}x{height} is not a multiple of {stride}, which this model's VAE needs: pass --size, e.g. {}x{}", width / stride * stride, height / stride * stride),
-        ));
-    }
-    model
-        .unet
-        .check_input_size((height / stride) as usize, (width / stride) as usize)
-        .map_err(|e| Error::file(image_path, e.to_string()))?;
-    let x = to_model_input(&image, &model.device)?;
+    let (x, (width, height)) =
+        model_input(model, load_rgb(image_path)?, settings.size, image_path)?;
     let latents = model.encode(&x)?;
     let context = model.condition(&settings.prompt)?;
     let request = UNetRequest {
@@ -109,7 +98,32 @@ pub fn extract_image(
     })
 }
 
-fn describe(
+/// The model's input `[1,3,H,W]` for an image, resized to `size` when given, and its size
+/// `(width, height)`. Errors, naming `image_path`, when the size does not fit the model.
+pub fn model_input(
+    model: &DiffusionModel,
+    image: RgbImage,
+    size: Option<(u32, u32)>,
+    image_path: &Path,
+) -> Result<(Tensor, (u32, u32))> {
+    let image = resize(image, size);
+    let (width, height) = image.dimensions();
+    let stride = model.summary().input_stride as u32;
+    if width % stride != 0 || height % stride != 0 {
+        return Err(Error::file(
+            image_path,
+            format!("{width}x{height} is not a multiple of {stride}, which this model's VAE needs: pass --size, e.g. {}x{}", width / stride * stride, height / stride * stride),
+        ));
+    }
+    model
+        .unet
+        .check_input_size((height / stride) as usize, (width / stride) as usize)
+        .map_err(|e| Error::file(image_path, e.to_string()))?;
+    Ok((to_model_input(&image, &model.device)?, (width, height)))
+}
+
+/// The settings of an extraction as strings, for a dump's metadata.
+pub fn describe(
     model: &DiffusionModel,
     image_path: &Path,
     (width, height): (u32, u32),

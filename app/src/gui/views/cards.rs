@@ -1,0 +1,289 @@
+//! One card per image: the image, its overlay, keypoints, clicked points and matches.
+
+use diffscope_engine::worker::ViewResult;
+use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
+
+use super::result_matches_view;
+use crate::gui::app::WorkbenchApp;
+use crate::gui::colormap::palette;
+use crate::gui::heatmap::{OverlayCallback, OverlayStyle};
+use crate::gui::state::ViewKind;
+
+/// Space under the cards for the colorbar and the caption.
+const LEGEND_HEIGHT: f32 = 64.0;
+const TITLE_HEIGHT: f32 = 18.0;
+
+/// Image pixel coordinates (integer values at pixel centres) to the screen.
+pub fn to_screen(rect: Rect, size: [u32; 2], p: [f32; 2]) -> Pos2 {
+    Pos2::new(
+        rect.min.x + (p[0] + 0.5) / size[0] as f32 * rect.width(),
+        rect.min.y + (p[1] + 0.5) / size[1] as f32 * rect.height(),
+    )
+}
+
+/// The screen to image pixel coordinates, clamped inside the image.
+pub fn to_image(rect: Rect, size: [u32; 2], pos: Pos2) -> [f32; 2] {
+    let x = (pos.x - rect.min.x) / rect.width() * size[0] as f32 - 0.5;
+    let y = (pos.y - rect.min.y) / rect.height() * size[1] as f32 - 0.5;
+    [
+        x.clamp(-0.5, size[0] as f32 - 0.5),
+        y.clamp(-0.5, size[1] as f32 - 0.5),
+    ]
+}
+
+pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
+    let n = app.slots.len();
+    let available = ui.available_size() - Vec2::new(0.0, LEGEND_HEIGHT);
+    let sizes: Vec<Vec2> = app
+        .slots
+        .iter()
+        .map(|s| Vec2::new(s.image.rgb.width() as f32, s.image.rgb.height() as f32))
+        .collect();
+    let (columns, card) = best_grid(available, &sizes);
+    let origin = ui.cursor().min;
+    app.image_rects.clear();
+    for i in 0..n {
+        let cell = Rect::from_min_size(
+            origin + Vec2::new((i % columns) as f32 * card.x, (i / columns) as f32 * card.y),
+            card,
+        );
+        let image_rect = show_card(app, ui, i, cell.shrink(4.0));
+        app.image_rects.push(image_rect);
+    }
+    let bottom = app
+        .image_rects
+        .iter()
+        .map(|r| r.max.y)
+        .fold(origin.y, f32::max);
+    ui.allocate_rect(
+        Rect::from_min_max(origin, egui::pos2(origin.x + available.x, bottom + 6.0)),
+        Sense::hover(),
+    );
+}
+
+/// The number of columns that shows the images largest, and the card size.
+fn best_grid(available: Vec2, sizes: &[Vec2]) -> (usize, Vec2) {
+    let n = sizes.len().max(1);
+    (1..=n)
+        .map(|columns| {
+            let rows = n.div_ceil(columns);
+            let card = Vec2::new(
+                available.x / columns as f32,
+                (available.y / rows as f32).max(80.0),
+            );
+            let inner = card - Vec2::new(8.0, 8.0 + TITLE_HEIGHT);
+            let smallest = sizes
+                .iter()
+                .map(|s| (inner.x / s.x.max(1.0)).min(inner.y / s.y.max(1.0)))
+                .fold(f32::INFINITY, f32::min);
+            (columns, card, smallest)
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map_or((1, available), |(c, card, _)| (c, card))
+}
+
+fn show_card(app: &mut WorkbenchApp, ui: &mut egui::Ui, index: usize, cell: Rect) -> Rect {
+    let slot = &app.slots[index];
+    let (w, h) = slot.image.rgb.dimensions();
+    let size = [w, h];
+    let role = if index == 0 {
+        "source".to_string()
+    } else {
+        format!("target {index}")
+    };
+    let grid = app.analysis.as_ref().and_then(|r| {
+        let j = r.request.images.iter().position(|k| *k == slot.image.key)?;
+        r.grids
+            .get(j)
+            .map(|g| format!(", features {}×{}", g.width, g.height))
+    });
+    let title = format!(
+        "{role}: {} ({w}×{h}{})",
+        slot.name(),
+        grid.unwrap_or_default()
+    );
+    let painter = ui.painter_at(cell);
+    painter.text(
+        cell.min,
+        egui::Align2::LEFT_TOP,
+        title,
+        egui::FontId::proportional(13.0),
+        ui.visuals().text_color(),
+    );
+    let area = Rect::from_min_max(cell.min + Vec2::new(0.0, TITLE_HEIGHT), cell.max);
+    let scale = (area.width() / w as f32).min(area.height() / h as f32);
+    let image_rect = Rect::from_min_size(area.min, Vec2::new(w as f32 * scale, h as f32 * scale));
+    painter.image(
+        slot.texture.id(),
+        image_rect,
+        Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+        Color32::WHITE,
+    );
+    let key = slot.image.key;
+    if let Some(data) = app.overlays.by_image.get(&key).cloned() {
+        let o = &app.settings.overlay;
+        if o.opacity > 0.0 && app.has_gpu {
+            let (lo, hi) = o
+                .range
+                .map(|r| (r[0], r[1]))
+                .or(app.overlays.value_range)
+                .unwrap_or((0.0, 1.0));
+            OverlayCallback {
+                slot: index,
+                data,
+                style: OverlayStyle {
+                    colormap: o.colormap,
+                    opacity: o.opacity,
+                    lo,
+                    hi,
+                    bilinear: o.bilinear,
+                },
+            }
+            .paint(&painter, image_rect);
+        }
+    }
+    if app.settings.show_keypoints {
+        draw_keypoints(app, &painter, index, image_rect);
+    }
+    if app.settings.view == ViewKind::Correspondence {
+        if index == 0 {
+            handle_clicks(app, ui, image_rect, size);
+            draw_points(app, &painter, image_rect, size);
+        } else {
+            draw_matches(app, &painter, index, image_rect, size);
+        }
+    }
+    image_rect
+}
+
+fn draw_keypoints(app: &WorkbenchApp, painter: &egui::Painter, index: usize, rect: Rect) {
+    let slot = &app.slots[index];
+    let Some(kps) = &slot.image.keypoints else {
+        return;
+    };
+    let size = [slot.image.rgb.width(), slot.image.rgb.height()];
+    for (id, p) in &kps.points {
+        let pos = to_screen(rect, size, [p[0] as f32, p[1] as f32]);
+        let r = 3.0;
+        painter.rect_filled(
+            Rect::from_center_size(pos, Vec2::splat(2.0 * r)),
+            0.0,
+            Color32::WHITE,
+        );
+        painter.rect_stroke(
+            Rect::from_center_size(pos, Vec2::splat(2.0 * r)),
+            0.0,
+            Stroke::new(1.0, Color32::BLACK),
+            egui::StrokeKind::Outside,
+        );
+        painter.text(
+            pos + Vec2::new(4.0, -4.0),
+            egui::Align2::LEFT_BOTTOM,
+            id.to_string(),
+            egui::FontId::proportional(10.0),
+            Color32::WHITE,
+        );
+    }
+}
+
+fn handle_clicks(app: &mut WorkbenchApp, ui: &mut egui::Ui, rect: Rect, size: [u32; 2]) {
+    let response = ui.interact(
+        rect,
+        ui.scope_id().with("source-image"),
+        Sense::click_and_drag(),
+    );
+    let Some(pos) = response.interact_pointer_pos() else {
+        return;
+    };
+    if !(response.clicked() || response.dragged()) {
+        return;
+    }
+    let point = to_image(rect, size, pos);
+    let s = &mut app.settings;
+    let pin_new = response.clicked() && ui.input(|i| i.modifiers.shift);
+    if s.points.is_empty() || pin_new {
+        s.points.push(point);
+        s.active_point = s.points.len() - 1;
+    } else if let Some(p) = s.points.get_mut(s.active_point) {
+        *p = point;
+    }
+}
+
+fn marker(painter: &egui::Painter, pos: Pos2, colour: Color32, filled: bool, active: bool) {
+    let r = if active { 7.0 } else { 5.0 };
+    if filled {
+        painter.circle_filled(pos, r, colour);
+    }
+    painter.circle_stroke(pos, r, Stroke::new(2.0, colour));
+    painter.circle_stroke(pos, r + 1.5, Stroke::new(1.0, Color32::BLACK));
+}
+
+fn draw_points(app: &WorkbenchApp, painter: &egui::Painter, rect: Rect, size: [u32; 2]) {
+    for (i, p) in app.settings.points.iter().enumerate() {
+        let pos = to_screen(rect, size, *p);
+        marker(
+            painter,
+            pos,
+            palette(i),
+            true,
+            i == app.settings.active_point,
+        );
+        painter.text(
+            pos + Vec2::new(8.0, -8.0),
+            egui::Align2::LEFT_BOTTOM,
+            (i + 1).to_string(),
+            egui::FontId::proportional(12.0),
+            Color32::WHITE,
+        );
+    }
+}
+
+fn draw_matches(
+    app: &WorkbenchApp,
+    painter: &egui::Painter,
+    index: usize,
+    rect: Rect,
+    size: [u32; 2],
+) {
+    let Some(result) = &app.analysis else {
+        return;
+    };
+    if !result_matches_view(result, ViewKind::Correspondence) {
+        return;
+    }
+    let ViewResult::Correspond { matches } = &result.view else {
+        return;
+    };
+    let key = app.slots[index].image.key;
+    let Some(j) = result.request.images.iter().position(|k| *k == key) else {
+        return;
+    };
+    if j == 0 {
+        return;
+    }
+    for (p, per_target) in matches.iter().enumerate() {
+        let Some(m) = per_target.get(j - 1) else {
+            continue;
+        };
+        let pos = to_screen(rect, size, [m.point.x, m.point.y]);
+        let active = p == app.settings.active_point;
+        // Filled: mutual nearest neighbours; ring only: not mutual.
+        marker(painter, pos, palette(p), m.mutual, active);
+        if active {
+            let text = format!(
+                "{:.3}{}",
+                m.best_similarity,
+                if m.mutual { " mutual" } else { "" }
+            );
+            let galley_pos = pos + Vec2::new(10.0, 10.0);
+            let font = egui::FontId::proportional(12.0);
+            let galley = painter.layout_no_wrap(text, font, Color32::WHITE);
+            painter.rect_filled(
+                Rect::from_min_size(galley_pos, galley.size()).expand(2.0),
+                2.0,
+                Color32::from_black_alpha(180),
+            );
+            painter.galley(galley_pos, galley, Color32::WHITE);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The diffscope workbench (an egui app over the engine thread); the binary adds the headless CLI.
+
+pub mod gui;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Regenerate docs/screenshot.png: the workbench in a real window under Xvfb, captured with ImageMagick.
+# It opens two annotated samples of one category with a point on their first shared keypoint.
+#   apt-get install -y --no-install-recommends xvfb xauth mesa-vulkan-drivers libvulkan1 imagemagick
+#   docs/make_screenshot.sh [BINARY]      (default: target/release/diffscope)
+# MODEL (default `default`) and SAMPLES (default assets/samples) choose what is shown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=${1:-target/release/diffscope}
+model=${MODEL:-default}
+samples=${SAMPLES:-assets/samples}
+work=$(mktemp -d)
+export XDG_RUNTIME_DIR=$work
+python3 - "$samples" "$model" > "$work/session.json" <<'PY'
+import json, pathlib, sys
+samples, model = pathlib.Path(sys.argv[1]), sys.argv[2]
+by_category = {}
+for ann in sorted(samples.glob("ImageAnnotation/*/*.json")):
+    a = json.loads(ann.read_text())
+    image = samples / "JPEGImages" / ann.parent.name / a["filename"]
+    by_category.setdefault(ann.parent.name, []).append((image, a))
+images = next(v for v in by_category.values() if len(v) >= 3)[:3]
+source = images[0][1]
+shared = [k for k, p in source["kps"].items() if p and all(a["kps"].get(k) for _, a in images[1:])]
+points = [source["kps"][k] for k in shared[:2]]
+print(json.dumps({"version": 1, "model": model, "images": [str(i) for i, _ in images],
+                  "settings": {"features": {"size": "Native"}, "points": points, "active_point": 0}}))
+PY
+Xvfb :77 -screen 0 1440x900x24 >/dev/null 2>&1 &
+xvfb=$!
+trap 'kill $app $xvfb 2>/dev/null || true' EXIT
+sleep 1
+DISPLAY=:77 "$binary" gui --session "$work/session.json" &
+app=$!
+sleep "${WAIT:-20}"
+DISPLAY=:77 import -window root docs/screenshot.png
+echo "wrote docs/screenshot.png"

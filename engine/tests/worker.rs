@@ -1,0 +1,426 @@
+//! The engine thread: jobs, superseding, cancel, the nearest-computed preview, errors, and that its
+//! numbers equal those of the direct (CLI) path.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diffscope_engine::analysis::correspond::{
+    correspond_point, CorrespondOptions, NormalizedMap, Target,
+};
+use diffscope_engine::analysis::{ImagePoint, ImageSize};
+use diffscope_engine::features::extract::{extract_image, ExtractSettings};
+use diffscope_engine::features::recipe::NoiseSource;
+use diffscope_engine::model::pipeline::{DiffusionModel, PromptSource};
+use diffscope_engine::worker::*;
+use diffscope_engine::FeatureMap;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn model_dir() -> String {
+    fixtures().join("models/ddpm_tiny").display().to_string()
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Engine {
+    handle: EngineHandle,
+    wakes: Arc<AtomicUsize>,
+}
+
+impl Engine {
+    fn new() -> Self {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        let handle = EngineHandle::spawn(
+            EngineConfig::default(),
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .unwrap();
+        Self { handle, wakes }
+    }
+
+    /// Every event until `job` has ended, the last one being its end.
+    fn run_until_end(&self, job: JobId) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            let event = self
+                .handle
+                .recv_timeout(WAIT)
+                .expect("the engine did not answer in time");
+            let end = event.job() == job && event.ends_job();
+            events.push(event);
+            if end {
+                return events;
+            }
+        }
+    }
+
+    fn load_model(&self) -> Arc<ModelInfo> {
+        let job = self.handle.send(Command::LoadModel { spec: model_dir() });
+        match self.run_until_end(job).pop() {
+            Some(Event::ModelLoaded { info, .. }) => info,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn load_image(&self, name: &str) -> Arc<LoadedImage> {
+        let job = self.handle.send(Command::LoadImage {
+            path: fixtures().join("images").join(name),
+        });
+        match self.run_until_end(job).pop() {
+            Some(Event::ImageLoaded { image, .. }) => image,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn settings(t: usize, tap: &str) -> FeatureSettings {
+    FeatureSettings {
+        t,
+        tap: tap.into(),
+        ensemble: 2,
+        seed: 3,
+        prompt: String::new(),
+        size: None,
+    }
+}
+
+fn correspond(images: &[&LoadedImage], t: usize, tap: &str, points: Vec<ImagePoint>) -> Command {
+    Command::Analyze(AnalysisRequest {
+        features: settings(t, tap),
+        images: images.iter().map(|i| i.key).collect(),
+        view: ViewRequest::Correspond { points },
+    })
+}
+
+fn analysis(event: &Event) -> Option<&AnalysisResult> {
+    match event {
+        Event::Analysis { result, .. } => Some(result),
+        _ => None,
+    }
+}
+
+#[test]
+fn correspondence_equals_the_direct_path() {
+    let e = Engine::new();
+    let info = e.load_model();
+    assert_eq!(info.alpha_bar.len(), 1000);
+    assert!((info.snr[10] - info.alpha_bar[10] / (1.0 - info.alpha_bar[10])).abs() < 1e-6);
+    let a = e.load_image("square_32.png");
+    let b = e.load_image("wide_48x32.png");
+    let point = ImagePoint::new(10.0, 20.5);
+    let job = e
+        .handle
+        .send(correspond(&[&a, &b], 261, "up_blocks.1", vec![point]));
+    let events = e.run_until_end(job);
+    let result = analysis(events.last().unwrap()).unwrap();
+    assert!(result.exact);
+    let ViewResult::Correspond { matches } = &result.view else {
+        panic!()
+    };
+
+    // The same through the CLI's path: extract from the files, then match.
+    let model = DiffusionModel::load(&model_dir(), &candle_core::Device::Cpu).unwrap();
+    let direct = |name: &str| {
+        let s = ExtractSettings {
+            t: 261,
+            taps: vec!["up_blocks.1".into()],
+            noise: NoiseSource::Seeded {
+                seed: 3,
+                ensemble: 2,
+            },
+            prompt: PromptSource::default(),
+            size: None,
+        };
+        let ex = extract_image(
+            &model,
+            &fixtures().join("images").join(name),
+            &s,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        FeatureMap::from_tensor(&ex.taps["up_blocks.1"]).unwrap()
+    };
+    let source = NormalizedMap::new(&direct("square_32.png"), "a").unwrap();
+    let target = NormalizedMap::new(&direct("wide_48x32.png"), "b").unwrap();
+    let expected = correspond_point(
+        &source,
+        ImageSize::new(32, 32),
+        point,
+        &[Target {
+            map: &target,
+            image: ImageSize::new(48, 32),
+        }],
+        &CorrespondOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(matches[0], expected);
+    assert!(e.wakes.load(Ordering::Relaxed) >= events.len());
+
+    // Asked again, the answer comes from the cache: no extraction progress.
+    let job = e
+        .handle
+        .send(correspond(&[&a, &b], 261, "up_blocks.1", vec![point]));
+    let again = e.run_until_end(job);
+    assert_eq!(again.len(), 1, "{again:?}");
+    // Earlier block-level taps came with the same pass.
+    let job = e
+        .handle
+        .send(correspond(&[&a, &b], 261, "down_blocks.1", vec![point]));
+    assert_eq!(e.run_until_end(job).len(), 1);
+}
+
+#[test]
+fn scrubbing_shows_the_nearest_computed_result_first() {
+    let e = Engine::new();
+    e.load_model();
+    let a = e.load_image("square_32.png");
+    let b = e.load_image("wide_48x32.png");
+    let p = vec![ImagePoint::new(5.0, 5.0)];
+    let job = e
+        .handle
+        .send(correspond(&[&a, &b], 100, "up_blocks.1", p.clone()));
+    e.run_until_end(job);
+    let job = e.handle.send(correspond(&[&a, &b], 400, "up_blocks.1", p));
+    let results: Vec<AnalysisResult> = e
+        .run_until_end(job)
+        .iter()
+        .filter_map(analysis)
+        .cloned()
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert!(!results[0].exact);
+    assert_eq!(
+        (results[0].shown_t, results[0].shown_tap.as_str()),
+        (100, "up_blocks.1")
+    );
+    assert!(results[1].exact);
+    assert_eq!(results[1].shown_t, 400);
+}
+
+#[test]
+fn newer_requests_supersede_older_ones_and_cancel_works() {
+    let e = Engine::new();
+    e.load_model();
+    let a = e.load_image("square_32.png");
+    let b = e.load_image("wide_48x32.png");
+    // Keep the engine busy with a long sweep, queue five scrub steps behind it, then cancel it.
+    let sweep = e.handle.send(Command::Sweep(SweepRequest {
+        features: FeatureSettings {
+            ensemble: 8,
+            ..settings(0, "up_blocks.2")
+        },
+        images: vec![a.key, b.key],
+        point: ImagePoint::new(3.0, 3.0),
+        ts: (0..1000).step_by(10).collect(),
+    }));
+    let p = vec![ImagePoint::new(5.0, 5.0)];
+    let scrubs: Vec<JobId> = [10, 20, 30, 40, 50]
+        .iter()
+        .map(|&t| {
+            e.handle
+                .send(correspond(&[&a, &b], t, "up_blocks.1", p.clone()))
+        })
+        .collect();
+    e.handle.cancel(sweep);
+    let last = *scrubs.last().unwrap();
+    let events = e.run_until_end(last);
+    let ends: Vec<&Event> = events.iter().filter(|ev| ev.ends_job()).collect();
+    assert!(
+        matches!(ends[0], Event::Cancelled { job, .. } if *job == sweep),
+        "{ends:?}"
+    );
+    for &older in &scrubs[..4] {
+        assert!(
+            ends.iter()
+                .any(|ev| matches!(ev, Event::Cancelled { job, .. } if *job == older)),
+            "job {older} was not superseded: {ends:?}"
+        );
+        assert!(!events
+            .iter()
+            .any(|ev| analysis(ev).is_some() && ev.job() == older));
+    }
+    let result = analysis(ends.last().unwrap()).unwrap();
+    assert_eq!(result.request.features.t, 50);
+    assert!(!e.handle.is_running(last));
+}
+
+#[test]
+fn errors_are_messages_and_nothing_loaded_is_lost() {
+    let e = Engine::new();
+    e.load_model();
+    let a = e.load_image("square_32.png");
+    let b = e.load_image("wide_48x32.png");
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a PNG").unwrap();
+    let job = e.handle.send(Command::LoadImage {
+        path: corrupt.clone(),
+    });
+    match e.run_until_end(job).pop() {
+        Some(Event::Error { message, .. }) => {
+            assert!(message.contains("broken.png"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let job = e.handle.send(Command::LoadModel {
+        spec: dir.path().display().to_string(),
+    });
+    match e.run_until_end(job).pop() {
+        Some(Event::Error { message, .. }) => {
+            assert!(
+                message.contains("not a diffusers model folder"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A bad tap, and a point outside the image, are errors too.
+    let job = e
+        .handle
+        .send(correspond(&[&a, &b], 10, "up_blocks.9", vec![]));
+    match e.run_until_end(job).pop() {
+        Some(Event::Error { message, .. }) => assert!(message.contains("up_blocks.9"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let job = e.handle.send(correspond(
+        &[&a, &b],
+        10,
+        "up_blocks.1",
+        vec![ImagePoint::new(99.0, 1.0)],
+    ));
+    assert!(matches!(
+        e.run_until_end(job).pop(),
+        Some(Event::Error { .. })
+    ));
+    // The model and images loaded before still work.
+    let job = e.handle.send(correspond(
+        &[&a, &b],
+        10,
+        "up_blocks.1",
+        vec![ImagePoint::new(1.0, 1.0)],
+    ));
+    assert!(analysis(e.run_until_end(job).last().unwrap()).is_some_and(|r| r.exact));
+}
+
+#[test]
+fn pca_segments_elbow_and_export() {
+    let e = Engine::new();
+    e.load_model();
+    let a = e.load_image("square_32.png");
+    let b = e.load_image("wide_48x32.png");
+    let request = |t: usize, view: ViewRequest| {
+        Command::Analyze(AnalysisRequest {
+            features: settings(t, "up_blocks.1"),
+            images: vec![a.key, b.key],
+            view,
+        })
+    };
+    let run = |command: Command| {
+        let job = e.handle.send(command);
+        match e.run_until_end(job).pop() {
+            Some(Event::Analysis { result, .. }) => result,
+            other => panic!("{other:?}"),
+        }
+    };
+    let pca = |t| {
+        run(request(
+            t,
+            ViewRequest::Pca {
+                joint: true,
+                lock: true,
+            },
+        ))
+    };
+    let first = pca(200);
+    let ViewResult::Pca {
+        rgb,
+        explained_variance_ratio,
+        ..
+    } = &first.view
+    else {
+        panic!()
+    };
+    assert_eq!(rgb.len(), 2);
+    assert_eq!(rgb[1].len(), first.grids[1].cells() * 3);
+    assert!(rgb.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+    let ratios = &explained_variance_ratio[0];
+    assert!(ratios.windows(2).all(|w| w[0] >= w[1]));
+    // Locked: another t keeps the basis, so the explained-variance record is the same fit.
+    let second = pca(600);
+    let ViewResult::Pca {
+        explained_variance_ratio: locked,
+        description,
+        ..
+    } = &second.view
+    else {
+        panic!()
+    };
+    assert_eq!(locked, explained_variance_ratio);
+    assert!(description.contains("locked"), "{description}");
+
+    let seg = run(request(200, ViewRequest::KMeans { k: 3, joint: false }));
+    let ViewResult::Segments {
+        labels, segments, ..
+    } = &seg.view
+    else {
+        panic!()
+    };
+    assert_eq!(labels.len(), 2);
+    assert!(*segments >= 3);
+    assert!(labels
+        .iter()
+        .all(|l| l.labels.iter().all(|&x| (x as usize) < *segments)));
+    let cut = run(request(
+        200,
+        ViewRequest::NCut {
+            tau: 0.5,
+            alpha: 10.0,
+        },
+    ));
+    assert!(matches!(
+        cut.view,
+        ViewResult::Segments { inertia: None, .. }
+    ));
+
+    let job = e.handle.send(Command::Elbow(ElbowRequest {
+        features: settings(200, "up_blocks.1"),
+        images: vec![a.key, b.key],
+        joint: true,
+        ks: vec![1, 2, 4],
+    }));
+    let Some(Event::Elbow { result, .. }) = e.run_until_end(job).pop() else {
+        panic!()
+    };
+    let inertia: Vec<f64> = result.inertia.iter().map(|p| p.1).collect();
+    assert!(
+        inertia[0] >= inertia[1] && inertia[1] >= inertia[2],
+        "{inertia:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = e.handle.send(Command::ExportFeatures {
+        features: settings(200, "up_blocks.1"),
+        images: vec![a.key, b.key],
+        folder: dir.path().to_path_buf(),
+    });
+    let Some(Event::Written { paths, .. }) = e.run_until_end(job).pop() else {
+        panic!()
+    };
+    assert_eq!(paths.len(), 2);
+    let bytes = std::fs::read(&paths[0]).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensor = file.tensor("up_blocks.1").unwrap();
+    assert_eq!(
+        tensor.shape()[1..],
+        [first.grids[0].height, first.grids[0].width]
+    );
+    assert!(file.tensor("latents").is_ok());
+}
