@@ -9,6 +9,7 @@ pub mod eval;
 pub mod features;
 pub mod io;
 pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use features::map::FeatureMap;
