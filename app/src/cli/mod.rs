@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 mod extract;
 mod feature_args;
+mod sample;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +24,18 @@ struct Cli {
 enum Command {
     /// Extract feature maps of one image at timestep t from the chosen UNet taps.
     Extract(extract::ExtractArgs),
+    /// Train a pixel-space diffusion model (UNet2DModel, DDPM) on a folder of images.
+    Train(train::TrainArgs),
+    /// Draw samples from a pixel-space model with DDIM and save them as an image grid.
+    Sample(sample::SampleArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Extract(args) => extract::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
