@@ -110,7 +110,7 @@ fn config_from(args: &TrainArgs, base: Option<&TrainConfig>) -> anyhow::Result<T
         size: args.size.unwrap_or(arch0.size),
     };
     let ema_decay = match args.ema {
-        Some(d) if d == 0.0 => None,
+        Some(0.0) => None,
         Some(d) => Some(d),
         None => base.map_or(Some(0.999), |b| b.ema_decay),
     };
@@ -218,7 +218,7 @@ impl Progress {
     fn on_step(&mut self, report: &StepReport, saved: Option<&Path>) {
         self.losses.push(report.loss);
         let last = report.step == self.total;
-        if report.step % self.every == 0 || last {
+        if report.step.is_multiple_of(self.every) || last {
             let secs = self.started.elapsed().as_secs_f64();
             let done = report.step - self.first_step;
             let rate = (done * self.batch) as f64 / secs.max(1e-9);

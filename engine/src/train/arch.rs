@@ -47,7 +47,7 @@ impl UNetArchitecture {
             )));
         }
         let multiple = 1usize << (self.channels.len() - 1);
-        if self.size == 0 || self.size % multiple != 0 {
+        if self.size == 0 || !self.size.is_multiple_of(multiple) {
             return Err(Error::invalid(format!(
                 "--size {}: a model with {} levels needs a multiple of {multiple}",
                 self.size,
@@ -62,7 +62,7 @@ impl UNetArchitecture {
             for (level, &c) in self.channels.iter().enumerate() {
                 let attends = self.attention_levels.contains(&level)
                     || (self.mid_attention && level + 1 == self.channels.len());
-                if attends && c % self.head_dim != 0 {
+                if attends && !c.is_multiple_of(self.head_dim) {
                     return Err(Error::invalid(format!(
                         "{c} channels at level {level} do not split into attention heads of {}",
                         self.head_dim
@@ -76,7 +76,7 @@ impl UNetArchitecture {
     /// GroupNorm groups: 32 as diffusers uses, or the largest power of two that divides every level.
     pub fn norm_groups(&self) -> usize {
         let mut g = 32;
-        while g > 1 && self.channels.iter().any(|c| c % g != 0) {
+        while g > 1 && self.channels.iter().any(|c| !c.is_multiple_of(g)) {
             g /= 2;
         }
         g

@@ -171,7 +171,7 @@ impl BatchOrder {
         if needs_shuffle {
             let mut order: Vec<usize> = (0..self.len).collect();
             let mut rng = rand::rngs::StdRng::seed_from_u64(
-                self.seed ^ 0x5EED_0F_E90C ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                self.seed ^ 0x005E_ED0F_E90C ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
             order.shuffle(&mut rng);
             self.epoch = Some((epoch, order));

@@ -269,7 +269,7 @@ pub fn group_norm(
     eps: f64,
 ) -> Result<Tensor> {
     let c = x.dim(1)?;
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::invalid(format!(
             "GroupNorm: {groups} groups do not divide {c} channels"
         )));

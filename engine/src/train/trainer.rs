@@ -407,7 +407,7 @@ impl Trainer {
                     report.loss, report.step
                 )));
             }
-            let due = checkpoint_every > 0 && self.step % checkpoint_every == 0;
+            let due = checkpoint_every > 0 && self.step.is_multiple_of(checkpoint_every);
             let saved = if due || self.step == total_steps {
                 Some(self.save()?)
             } else {
