@@ -8,10 +8,12 @@ mod correspond;
 mod eval;
 mod extract;
 mod feature_args;
+mod gui;
 mod pca;
+mod sample;
 mod segment;
 mod synth;
-mod gui;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +44,10 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Open the workbench (the default without a subcommand).
     Gui(gui::GuiArgs),
+    /// Train a pixel-space diffusion model (UNet2DModel, DDPM) on a folder of images.
+    Train(train::TrainArgs),
+    /// Draw samples from a pixel-space model with DDIM and save them as an image grid.
+    Sample(sample::SampleArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -54,6 +60,8 @@ pub fn run() -> ExitCode {
         Some(Command::Segment(args)) => segment::run(args),
         Some(Command::Synth(args)) => synth::run(args),
         Some(Command::Gui(args)) => gui::run(args),
+        Some(Command::Train(args)) => train::run(args),
+        Some(Command::Sample(args)) => sample::run(args),
         None => gui::run(gui::GuiArgs::default()),
     };
     match result {

@@ -1,9 +1,9 @@
 //! `ResnetBlock2D` and the resampling layers, with diffusers' semantics.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, Linear};
+use candle_nn::Linear;
 
-use super::layers::{conv2d, group_norm, linear};
+use super::layers::{conv2d, group_norm, linear, Conv2d, GroupNorm};
 use super::weights::Weights;
 use crate::error::Result;
 
@@ -113,7 +113,13 @@ impl Upsample {
     }
 
     pub fn forward(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let x = x.upsample_nearest2d(size.0, size.1)?;
+        let (_, _, h, w) = x.dims4()?;
+        let x = if x.track_op() && x.device().is_cpu() && size == (2 * h, 2 * w) {
+            // Training: candle's backward of this is a slow grouped convolution.
+            crate::train::ops::upsample_nearest_2x(x)?
+        } else {
+            x.upsample_nearest2d(size.0, size.1)?
+        };
         Ok(self.conv.forward(&x)?)
     }
 }

@@ -1,0 +1,483 @@
+//! Training versions of the UNet's convolution, group norm and 2x nearest upsampling for the CPU.
+//! candle's own backward passes of these are slow there (a convolution's kernel gradient runs as
+//! a convolution with an image-sized kernel, its input gradient as a naive transposed convolution;
+//! group norm differentiates through eight full-size tensor ops; upsampling through a grouped
+//! convolution), which made training several times slower than its forward pass suggests. These
+//! ops compute the same values with gradients as a few large matrix products and fused loops.
+//! The model's layers use them only when their weights are being trained on the CPU, so inference
+//! keeps candle's path.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+
+use crate::error::{Error, Result};
+
+fn candle_err(message: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(message.to_string())
+}
+
+/// The contiguous float32 values of a CPU storage seen through `layout`.
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_err("training op: input is not contiguous"))?;
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Run `work(i)` for every `i < n`, split over the available cores.
+fn parallel_for(n: usize, work: impl Fn(std::ops::Range<usize>) + Sync) {
+    let threads = candle_core::utils::get_num_threads().min(n.max(1));
+    if threads <= 1 {
+        work(0..n);
+        return;
+    }
+    let per = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let range = (t * per)..((t + 1) * per).min(n);
+            let work = &work;
+            scope.spawn(move || work(range));
+        }
+    });
+}
+
+/// Split `out` into `n` equal chunks and fill each with `fill(index, chunk)` in parallel.
+fn parallel_chunks(out: &mut [f32], n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    if n == 0 {
+        return;
+    }
+    let len = out.len() / n;
+    let threads = candle_core::utils::get_num_threads().min(n);
+    let per = n.div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        for (t, block) in out.chunks_mut(per * len).enumerate() {
+            let fill = &fill;
+            scope.spawn(move || {
+                for (j, chunk) in block.chunks_mut(len).enumerate() {
+                    fill(t * per + j, chunk);
+                }
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution
+
+/// `x` (`[B,Ci,H,W]`) convolved with `w` (`[Co,Ci,k,k]`), no bias, differentiable in both:
+/// im2col with contiguous row copies and one matrix product forward; two matrix products and a
+/// col2im backward.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (co, ci, k, k2) = w.dims4()?;
+    let (b, xc, h, wd) = x.dims4()?;
+    if k != k2
+        || padding + 1 > k
+        || stride == 0
+        || xc != ci
+        || h + 2 * padding < k
+        || wd + 2 * padding < k
+    {
+        return Err(Error::unsupported(format!(
+            "training a {k}x{k2} convolution of {ci} channels with stride {stride}, padding {padding} on a {xc}-channel {wd}x{h} input"
+        )));
+    }
+    let geometry = ConvGeometry {
+        batch: b,
+        channels: ci,
+        height: h,
+        width: wd,
+        kernel: k,
+        stride,
+        padding,
+    };
+    let x = x.contiguous()?;
+    let cols = geometry.im2col(&x)?;
+    let (oh, ow) = geometry.out_size();
+    let y = w
+        .detach()
+        .reshape((co, ci * k * k))?
+        .matmul(&cols)?
+        .reshape((co, b, oh * ow))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((b, co, oh, ow))?;
+    Ok(x.apply_op3(&w.contiguous()?, &y, ConvWithGrad { geometry })?)
+}
+
+#[derive(Clone, Copy)]
+struct ConvGeometry {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvGeometry {
+    fn out_size(&self) -> (usize, usize) {
+        let out = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
+        (out(self.height), out(self.width))
+    }
+
+    /// The output columns `ox` whose input column `ox*s + kx - p` lies inside the image.
+    fn valid_outputs(&self, offset: usize, size: usize, out: usize) -> std::ops::Range<usize> {
+        // ox*s + offset - p in [0, size): ox >= ceil((p - offset)/s), ox*s < size + p - offset.
+        let lo = self.padding.saturating_sub(offset).div_ceil(self.stride);
+        let hi = (size + self.padding)
+            .saturating_sub(offset)
+            .div_ceil(self.stride)
+            .min(out);
+        lo..hi.max(lo)
+    }
+
+    /// `[Ci*k*k, B*Oh*Ow]`: row (c, ky, kx) holds input channel c shifted by (ky, kx) at every
+    /// output position of every image (zeros where it falls outside).
+    fn im2col(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = values(x)?;
+        let (oh, ow) = self.out_size();
+        let k = self.kernel;
+        let (h, w, s, p) = (self.height, self.width, self.stride, self.padding);
+        let n = self.batch * oh * ow;
+        let rows = self.channels * k * k;
+        let mut cols = vec![0f32; rows * n];
+        parallel_chunks(&mut cols, rows, |row, dst| {
+            let (c, ky, kx) = (row / (k * k), (row / k) % k, row % k);
+            let xs_range = self.valid_outputs(kx, w, ow);
+            let ys_range = self.valid_outputs(ky, h, oh);
+            for b in 0..self.batch {
+                let plane = &xs[(b * self.channels + c) * h * w..][..h * w];
+                for oy in ys_range.clone() {
+                    let iy = oy * s + ky - p;
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    let out = &mut dst[(b * oh + oy) * ow..][..ow];
+                    if s == 1 {
+                        let (lo, hi) = (xs_range.start, xs_range.end);
+                        if lo < hi {
+                            out[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+                        }
+                    } else {
+                        for ox in xs_range.clone() {
+                            out[ox] = src[ox * s + kx - p];
+                        }
+                    }
+                }
+            }
+        });
+        Tensor::from_vec(cols, (rows, n), x.device())
+    }
+
+    /// The adjoint of [`Self::im2col`]: sum each column entry back into the input position it came from.
+    fn col2im(&self, cols: &Tensor) -> candle_core::Result<Tensor> {
+        let cs = values(cols)?;
+        let (oh, ow) = self.out_size();
+        let k = self.kernel;
+        let (h, w, s, p) = (self.height, self.width, self.stride, self.padding);
+        let n = self.batch * oh * ow;
+        let mut out = vec![0f32; self.batch * self.channels * h * w];
+        let out_ptr = SharedSlice(out.as_mut_ptr());
+        parallel_for(self.channels, |channels| {
+            for c in channels {
+                for ky in 0..k {
+                    let ys_range = self.valid_outputs(ky, h, oh);
+                    for kx in 0..k {
+                        let xs_range = self.valid_outputs(kx, w, ow);
+                        let row = &cs[((c * k + ky) * k + kx) * n..][..n];
+                        for b in 0..self.batch {
+                            let plane = ((b * self.channels + c) * h) * w;
+                            for oy in ys_range.clone() {
+                                let iy = oy * s + ky - p;
+                                let src = &row[(b * oh + oy) * ow..][..ow];
+                                for ox in xs_range.clone() {
+                                    let ix = ox * s + kx - p;
+                                    // SAFETY: channel c's planes are written only by this worker.
+                                    unsafe { *out_ptr.at(plane + iy * w + ix) += src[ox] };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Tensor::from_vec(out, (self.batch, self.channels, h, w), cols.device())
+    }
+}
+
+struct ConvWithGrad {
+    geometry: ConvGeometry,
+}
+
+impl CustomOp3 for ConvWithGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-train"
+    }
+
+    /// The value was computed beforehand (the third input); pass it on.
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        y: &CpuStorage,
+        y_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let v = contiguous_f32(y, y_layout)?;
+        Ok((CpuStorage::F32(v.to_vec()), y_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _precomputed: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.geometry;
+        let (co, ci, k, _) = w.dims4()?;
+        let (oh, ow) = g.out_size();
+        // [Co, B*Oh*Ow], the layout of the forward's matrix product.
+        let grad = grad
+            .reshape((g.batch, co, oh * ow))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((co, g.batch * oh * ow))?;
+        let cols = g.im2col(x)?;
+        let gw = grad.matmul(&cols.t()?)?.reshape((co, ci, k, k))?;
+        let w_mat = w.reshape((co, ci * k * k))?;
+        let gcols = w_mat.t()?.matmul(&grad)?;
+        let gx = g.col2im(&gcols)?;
+        Ok((Some(gx), Some(gw), None))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group norm
+
+/// `GroupNorm(groups, eps)` with a per-channel affine `weight`, `bias`, as PyTorch defines it
+/// (biased variance), differentiable in all three inputs.
+pub fn group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if groups == 0 || !c.is_multiple_of(groups) {
+        return Err(Error::invalid(format!(
+            "GroupNorm: {groups} groups do not divide {c} channels"
+        )));
+    }
+    Ok(x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        GroupNormOp { groups, eps },
+    )?)
+}
+
+struct GroupNormOp {
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNormOp {
+    /// (batch, channels, spatial size) of `[B,C,...]`.
+    fn dims(shape: &Shape) -> candle_core::Result<(usize, usize, usize)> {
+        let dims = shape.dims();
+        if dims.len() < 2 {
+            return Err(candle_err("GroupNorm needs [B,C,...]"));
+        }
+        Ok((dims[0], dims[1], dims[2..].iter().product()))
+    }
+
+    /// Mean and 1/std of one group's values.
+    fn stats(&self, v: &[f32]) -> (f32, f32) {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&a| a as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean as f32, (1.0 / (var + self.eps).sqrt()) as f32)
+    }
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "group-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(xs, xl)?;
+        let w = contiguous_f32(ws, wl)?;
+        let b = contiguous_f32(bs, bl)?;
+        let (batch, c, hw) = Self::dims(xl.shape())?;
+        let cg = c / self.groups;
+        let mut out = vec![0f32; x.len()];
+        parallel_chunks(&mut out, batch * self.groups, |i, dst| {
+            let g = i % self.groups;
+            let src = &x[i * cg * hw..(i + 1) * cg * hw];
+            let (mean, rstd) = self.stats(src);
+            for ch in 0..cg {
+                let channel = g * cg + ch;
+                let (scale, shift) = (w[channel] * rstd, b[channel] - mean * rstd * w[channel]);
+                for (d, &s) in dst[ch * hw..(ch + 1) * hw]
+                    .iter_mut()
+                    .zip(&src[ch * hw..(ch + 1) * hw])
+                {
+                    *d = s * scale + shift;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (batch, c, hw) = Self::dims(x.shape())?;
+        let cg = c / self.groups;
+        let xs = values(x)?;
+        let ws = values(w)?;
+        let gs = values(grad)?;
+        let mut gx = vec![0f32; xs.len()];
+        let groups = batch * self.groups;
+        // Per (image, channel) sums of grad and grad * x_hat, for the weight and bias gradients.
+        let mut channel_sums = vec![0f32; groups * cg * 2];
+        {
+            let sums = std::sync::Mutex::new(&mut channel_sums);
+            let gx_ptr = SharedSlice(gx.as_mut_ptr());
+            parallel_for(groups, |range| {
+                let mut local = vec![0f32; cg * 2];
+                for i in range {
+                    let g = i % self.groups;
+                    let lo = i * cg * hw;
+                    let src = &xs[lo..lo + cg * hw];
+                    let dy = &gs[lo..lo + cg * hw];
+                    let (mean, rstd) = self.stats(src);
+                    // Sums over the group of dxhat and dxhat * xhat (dxhat = dy * weight).
+                    let (mut s1, mut s2) = (0f64, 0f64);
+                    for ch in 0..cg {
+                        let wc = ws[g * cg + ch];
+                        let (mut a, mut bsum) = (0f64, 0f64);
+                        for j in ch * hw..(ch + 1) * hw {
+                            let xhat = (src[j] - mean) * rstd;
+                            a += dy[j] as f64;
+                            bsum += (dy[j] * xhat) as f64;
+                        }
+                        local[ch * 2] = a as f32;
+                        local[ch * 2 + 1] = bsum as f32;
+                        s1 += a * wc as f64;
+                        s2 += bsum * wc as f64;
+                    }
+                    let n = (cg * hw) as f64;
+                    let (m1, m2) = ((s1 / n) as f32, (s2 / n) as f32);
+                    for ch in 0..cg {
+                        let wc = ws[g * cg + ch];
+                        for j in ch * hw..(ch + 1) * hw {
+                            let xhat = (src[j] - mean) * rstd;
+                            let v = rstd * (dy[j] * wc - m1 - xhat * m2);
+                            // SAFETY: each group writes only its own range lo..lo+cg*hw.
+                            unsafe { *gx_ptr.at(lo + j) = v };
+                        }
+                    }
+                    let mut sums = sums.lock().unwrap_or_else(|p| p.into_inner());
+                    sums[i * cg * 2..(i + 1) * cg * 2].copy_from_slice(&local);
+                }
+            });
+        }
+        let mut gw = vec![0f32; c];
+        let mut gb = vec![0f32; c];
+        for i in 0..groups {
+            let g = i % self.groups;
+            for ch in 0..cg {
+                gb[g * cg + ch] += channel_sums[(i * cg + ch) * 2];
+                gw[g * cg + ch] += channel_sums[(i * cg + ch) * 2 + 1];
+            }
+        }
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(gx, x.shape(), dev)?),
+            Some(Tensor::from_vec(gw, w.shape(), dev)?),
+            Some(Tensor::from_vec(gb, w.shape(), dev)?),
+        ))
+    }
+}
+
+/// A raw pointer that parallel workers write disjoint ranges through.
+#[derive(Clone, Copy)]
+struct SharedSlice(*mut f32);
+// SAFETY: only used for disjoint writes inside `parallel_for`, which joins before the Vec is read.
+unsafe impl Send for SharedSlice {}
+unsafe impl Sync for SharedSlice {}
+
+impl SharedSlice {
+    fn at(&self, i: usize) -> *mut f32 {
+        // SAFETY (of callers): `i` is inside the Vec this pointer came from.
+        self.0.wrapping_add(i)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upsampling
+
+/// Nearest-neighbour 2x upsampling of `[B,C,H,W]`, differentiable.
+pub fn upsample_nearest_2x(x: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1(Upsample2x)?)
+}
+
+struct Upsample2x;
+
+impl CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "upsample-nearest-2x-train"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
+        let (b, c, h, w) = l.shape().dims4()?;
+        let mut out = vec![0f32; b * c * h * w * 4];
+        parallel_chunks(&mut out, b * c, |plane, dst| {
+            let src = &x[plane * h * w..(plane + 1) * h * w];
+            for y in 0..2 * h {
+                for xx in 0..2 * w {
+                    dst[y * 2 * w + xx] = src[(y / 2) * w + xx / 2];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, 2 * h, 2 * w))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (b, c, h, w) = x.dims4()?;
+        let g = values(grad)?;
+        let mut out = vec![0f32; b * c * h * w];
+        parallel_chunks(&mut out, b * c, |plane, dst| {
+            let src = &g[plane * h * w * 4..(plane + 1) * h * w * 4];
+            for y in 0..h {
+                for xx in 0..w {
+                    let top = (2 * y) * 2 * w + 2 * xx;
+                    let bottom = top + 2 * w;
+                    dst[y * w + xx] = src[top] + src[top + 1] + src[bottom] + src[bottom + 1];
+                }
+            }
+        });
+        Ok(Some(Tensor::from_vec(out, (b, c, h, w), x.device())?))
+    }
+}

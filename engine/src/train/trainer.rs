@@ -1,0 +1,463 @@
+//! The training loop: the DDPM epsilon objective (uniform t, MSE against the drawn noise) on the
+//! engine's own UNet built on trainable variables, AdamW with gradient clipping, an EMA of the
+//! weights, periodic checkpoints and the diffusers model folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::adamw::{gradient_norm, AdamW, AdamWConfig, Ema, Moments};
+use super::arch::UNetArchitecture;
+use super::checkpoint::{self, Checkpoint, CheckpointState, CheckpointTensors};
+use super::dataset::{BatchOrder, ImageDataset};
+use super::export::write_model_folder;
+use crate::error::{Error, Result};
+use crate::model::schedule::{NoiseSchedule, SchedulerConfig};
+use crate::model::taps::TapRecorder;
+use crate::model::unet::UNet;
+use crate::model::weights::{TrainableParams, Weights};
+
+/// The settings of a run, stored in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub arch: UNetArchitecture,
+    /// `linear` or `squaredcos_cap_v2` (1000 steps, betas 1e-4..0.02 for linear).
+    pub beta_schedule: String,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Steps of linear learning-rate warm-up from 0.
+    pub warmup_steps: usize,
+    pub adamw: AdamWConfig,
+    /// Gradients whose global norm exceeds this are scaled down to it.
+    pub max_grad_norm: f64,
+    /// EMA decay of the exported weights; None exports the raw weights.
+    pub ema_decay: Option<f64>,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.arch.validate()?;
+        if self.batch_size == 0 {
+            return Err(Error::invalid("--batch must be at least 1"));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(Error::invalid(format!(
+                "--lr {} must be a positive number",
+                self.learning_rate
+            )));
+        }
+        if let Some(d) = self.ema_decay {
+            if !(0.0..1.0).contains(&d) {
+                return Err(Error::invalid(format!(
+                    "--ema {d} must be in [0, 1) (0 turns it off)"
+                )));
+            }
+        }
+        self.scheduler_config()
+            .and_then(NoiseSchedule::new)
+            .map(|_| ())
+    }
+
+    pub fn scheduler_config(&self) -> Result<SchedulerConfig> {
+        match self.beta_schedule.as_str() {
+            "linear" | "squaredcos_cap_v2" => Ok(SchedulerConfig {
+                beta_schedule: self.beta_schedule.clone(),
+                ..SchedulerConfig::ddpm_linear()
+            }),
+            other => Err(Error::invalid(format!(
+                "--beta-schedule `{other}` (use linear or squaredcos_cap_v2)"
+            ))),
+        }
+    }
+
+    /// The learning rate at (0-based) step `step`.
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            self.learning_rate * (step + 1) as f64 / self.warmup_steps as f64
+        } else {
+            self.learning_rate
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// The step just finished (1-based: the number of steps taken so far).
+    pub step: usize,
+    pub loss: f32,
+    pub grad_norm: f64,
+    pub learning_rate: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    /// Steps taken so far.
+    pub step: usize,
+    run_dir: PathBuf,
+    dataset: ImageDataset,
+    order: BatchOrder,
+    params: Vec<(String, Var)>,
+    unet: UNet,
+    schedule: NoiseSchedule,
+    optimizer: AdamW,
+    ema: Option<Ema>,
+    device: Device,
+}
+
+impl Trainer {
+    /// A fresh run writing into `run_dir` (the diffusers model folder, with `checkpoints/` inside).
+    pub fn new(
+        config: TrainConfig,
+        dataset: ImageDataset,
+        run_dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        check_dataset_fits(&config.arch, &dataset)?;
+        let trainable = TrainableParams::random(config.seed);
+        let unet = build_unet(&config.arch, run_dir, &trainable, device)?;
+        let params = trainable.named();
+        let optimizer = AdamW::new(config.adamw, &params)?;
+        let ema = config.ema_decay.map(|d| Ema::new(d, &params)).transpose()?;
+        Self::assemble(
+            config, 0, dataset, run_dir, params, unet, optimizer, ema, device,
+        )
+    }
+
+    /// Continue from a checkpoint. `config` must describe the same architecture and schedule;
+    /// the batch size, learning rate, EMA decay and seed may change (the run then differs from an
+    /// uninterrupted one from this step on).
+    pub fn resume(
+        checkpoint: Checkpoint,
+        config: TrainConfig,
+        dataset: ImageDataset,
+        run_dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let saved = &checkpoint.state.config;
+        if saved.arch != config.arch || saved.beta_schedule != config.beta_schedule {
+            return Err(Error::file(
+                &checkpoint.dir,
+                format!(
+                    "this checkpoint is of another model ({}, {} schedule) than the one asked for ({}, {} schedule); \
+                     resume with the checkpoint's settings or start a new run",
+                    saved.arch.describe(),
+                    saved.beta_schedule,
+                    config.arch.describe(),
+                    config.beta_schedule
+                ),
+            ));
+        }
+        check_dataset_fits(&config.arch, &dataset)?;
+        let tensors = checkpoint.tensors;
+        let on_device = |m: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, Tensor>> {
+            m.into_iter()
+                .map(|(n, t)| Ok((n, t.to_device(device)?)))
+                .collect()
+        };
+        let param_tensors = on_device(tensors.params)?;
+        let trainable = TrainableParams::from_tensors(param_tensors.into_iter().collect())?;
+        let unet = build_unet(&config.arch, run_dir, &trainable, device)
+            .map_err(|e| Error::file(&checkpoint.dir, format!("does not fit this model: {e}")))?;
+        let params = trainable.named();
+        if unet.parameters != trainable.count() {
+            return Err(Error::file(
+                &checkpoint.dir,
+                "the checkpoint holds weights this model does not have (another architecture?)",
+            ));
+        }
+        let (adam_m, adam_v) = (on_device(tensors.adam_m)?, on_device(tensors.adam_v)?);
+        let mut moments = BTreeMap::new();
+        for (name, _) in &params {
+            let (Some(m), Some(v)) = (adam_m.get(name), adam_v.get(name)) else {
+                return Err(Error::file(
+                    &checkpoint.dir,
+                    format!("optimizer state for `{name}` is missing"),
+                ));
+            };
+            moments.insert(
+                name.clone(),
+                Moments {
+                    m: m.clone(),
+                    v: v.clone(),
+                },
+            );
+        }
+        let optimizer = AdamW {
+            config: config.adamw,
+            steps: checkpoint.state.optimizer_steps,
+            moments,
+        };
+        let ema = match config.ema_decay {
+            None => None,
+            Some(decay) if tensors.ema.is_empty() => Some(Ema::new(decay, &params)?),
+            Some(decay) => Some(Ema {
+                decay,
+                weights: on_device(tensors.ema)?,
+            }),
+        };
+        let step = checkpoint.state.step;
+        Self::assemble(
+            config, step, dataset, run_dir, params, unet, optimizer, ema, device,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: TrainConfig,
+        step: usize,
+        dataset: ImageDataset,
+        run_dir: &Path,
+        params: Vec<(String, Var)>,
+        unet: UNet,
+        optimizer: AdamW,
+        ema: Option<Ema>,
+        device: &Device,
+    ) -> Result<Self> {
+        let schedule = NoiseSchedule::new(config.scheduler_config()?)?;
+        let order = BatchOrder::new(config.seed, dataset.len());
+        Ok(Self {
+            config,
+            step,
+            run_dir: run_dir.to_path_buf(),
+            dataset,
+            order,
+            params,
+            unet,
+            schedule,
+            optimizer,
+            ema,
+            device: device.clone(),
+        })
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.unet.parameters
+    }
+
+    pub fn dataset(&self) -> &ImageDataset {
+        &self.dataset
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The UNet being trained (built on the trainable weights).
+    pub fn unet(&self) -> &UNet {
+        &self.unet
+    }
+
+    /// The denoising loss on the images at `indices` with noise and timesteps drawn from `seed`
+    /// (the same for every call): a fixed yardstick to compare weights by. Changes nothing.
+    pub fn evaluate_loss(&self, indices: &[usize], seed: u64) -> Result<f32> {
+        let clean = self.dataset.batch(indices, &self.device)?;
+        let (noise, timesteps) =
+            draw_noise(seed, self.schedule.steps(), clean.dims(), &self.device)?;
+        let predicted = self.predict(&self.add_noise(&clean, &noise, &timesteps)?, &timesteps)?;
+        Ok((predicted - &noise)?
+            .sqr()?
+            .mean_all()?
+            .to_scalar::<f32>()?)
+    }
+
+    fn predict(&self, noisy: &Tensor, timesteps: &[usize]) -> Result<Tensor> {
+        let ts: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
+        let wanted = ["conv_out".to_string()];
+        let mut rec = TapRecorder::new(&wanted, None);
+        self.unet.forward_batch(noisy, &ts, None, &mut rec)?;
+        rec.into_captured()
+            .remove("conv_out")
+            .ok_or_else(|| Error::invalid("the UNet produced no output"))
+    }
+
+    /// One optimizer step on the next batch.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let batch = self.config.batch_size;
+        let indices = self.order.indices(self.step, batch);
+        let clean = self.dataset.batch(&indices, &self.device)?;
+        let seed = self.config.seed
+            ^ 0xD1FF_5C0F_E000_0000
+            ^ (self.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (noise, timesteps) =
+            draw_noise(seed, self.schedule.steps(), clean.dims(), &self.device)?;
+        let predicted = self.predict(&self.add_noise(&clean, &noise, &timesteps)?, &timesteps)?;
+        let loss = (predicted - &noise)?.sqr()?.mean_all()?;
+        let grads = loss.backward()?;
+        let grad_norm = gradient_norm(&self.params, &grads)?;
+        let max = self.config.max_grad_norm;
+        let scale = if max > 0.0 && grad_norm > max {
+            max / (grad_norm + 1e-6)
+        } else {
+            1.0
+        };
+        let lr = self.config.learning_rate_at(self.step);
+        self.optimizer.step(&self.params, &grads, lr, scale)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.params, self.optimizer.steps)?;
+        }
+        self.step += 1;
+        Ok(StepReport {
+            step: self.step,
+            loss: loss.to_scalar::<f32>()?,
+            grad_norm,
+            learning_rate: lr,
+        })
+    }
+
+    /// `sqrt(ab[t]) x + sqrt(1 - ab[t]) noise` with each sample's own t (diffusers' `add_noise`).
+    fn add_noise(&self, clean: &Tensor, noise: &Tensor, timesteps: &[usize]) -> Result<Tensor> {
+        let mut signal = Vec::with_capacity(timesteps.len());
+        let mut sigma = Vec::with_capacity(timesteps.len());
+        for &t in timesteps {
+            let ab = self.schedule.alpha_bar(t)?;
+            signal.push(ab.sqrt());
+            sigma.push((1.0 - ab).sqrt());
+        }
+        let shape = (timesteps.len(), 1, 1, 1);
+        let signal = Tensor::from_vec(signal, shape, &self.device)?;
+        let sigma = Tensor::from_vec(sigma, shape, &self.device)?;
+        Ok((clean.broadcast_mul(&signal)? + noise.broadcast_mul(&sigma)?)?)
+    }
+
+    /// The current weights, by diffusers name.
+    pub fn weights(&self) -> Result<BTreeMap<String, Tensor>> {
+        self.params
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// The weights to export: the EMA when on, else the current weights.
+    pub fn export_weights(&self) -> Result<BTreeMap<String, Tensor>> {
+        match &self.ema {
+            Some(ema) => Ok(ema.weights.clone()),
+            None => self.weights(),
+        }
+    }
+
+    /// Everything a checkpoint holds.
+    pub fn checkpoint_parts(&self) -> Result<(CheckpointState, CheckpointTensors)> {
+        let state = CheckpointState {
+            format: checkpoint::FORMAT.into(),
+            step: self.step,
+            config: self.config.clone(),
+            optimizer_steps: self.optimizer.steps,
+            images: self.dataset.len(),
+            image_size: [self.dataset.width, self.dataset.height],
+        };
+        let mut adam_m = BTreeMap::new();
+        let mut adam_v = BTreeMap::new();
+        for (name, m) in &self.optimizer.moments {
+            adam_m.insert(name.clone(), m.m.clone());
+            adam_v.insert(name.clone(), m.v.clone());
+        }
+        let tensors = CheckpointTensors {
+            params: self.weights()?,
+            adam_m,
+            adam_v,
+            ema: self
+                .ema
+                .as_ref()
+                .map(|e| e.weights.clone())
+                .unwrap_or_default(),
+        };
+        Ok((state, tensors))
+    }
+
+    /// Write a checkpoint and refresh the diffusers model folder; returns the checkpoint folder.
+    pub fn save(&self) -> Result<PathBuf> {
+        let (state, tensors) = self.checkpoint_parts()?;
+        let dir = checkpoint::save(&self.run_dir, &state, &tensors)?;
+        self.write_model()?;
+        Ok(dir)
+    }
+
+    /// Write the diffusers model folder (`model_index.json`, `unet/`, `scheduler/`) into the run folder.
+    pub fn write_model(&self) -> Result<()> {
+        write_model_folder(
+            &self.run_dir,
+            &self.config.arch,
+            &self.config.beta_schedule,
+            &self.export_weights()?,
+        )
+    }
+
+    /// Train until `total_steps` steps are done, checkpointing every `checkpoint_every` steps (0:
+    /// only at the end) and at the end; `on_step` sees every step.
+    pub fn train_until(
+        &mut self,
+        total_steps: usize,
+        checkpoint_every: usize,
+        on_step: &mut dyn FnMut(&StepReport, Option<&Path>),
+    ) -> Result<()> {
+        while self.step < total_steps {
+            let report = self.step()?;
+            if !report.loss.is_finite() {
+                return Err(Error::invalid(format!(
+                    "the loss became {} at step {}: lower --lr and resume from the last checkpoint",
+                    report.loss, report.step
+                )));
+            }
+            let due = checkpoint_every > 0 && self.step.is_multiple_of(checkpoint_every);
+            let saved = if due || self.step == total_steps {
+                Some(self.save()?)
+            } else {
+                None
+            };
+            on_step(&report, saved.as_deref());
+        }
+        Ok(())
+    }
+}
+
+/// Standard normal noise of shape `dims` and one uniform timestep in `0..steps` per image, from
+/// a generator seeded by `seed` alone (for a training step: by the run's seed and the step).
+fn draw_noise(
+    seed: u64,
+    steps: usize,
+    dims: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let batch = dims.first().copied().unwrap_or(0);
+    let timesteps: Vec<usize> = (0..batch).map(|_| rng.random_range(0..steps)).collect();
+    let n: usize = dims.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Ok((Tensor::from_vec(values, dims, device)?, timesteps))
+}
+
+fn check_dataset_fits(arch: &UNetArchitecture, dataset: &ImageDataset) -> Result<()> {
+    if dataset.width != arch.size || dataset.height != arch.size {
+        let first = dataset.files.first().map(|f| f.display().to_string());
+        return Err(Error::invalid(format!(
+            "the training images are {}x{} ({}) but the model is set to {}x{} (--size)",
+            dataset.width,
+            dataset.height,
+            first.unwrap_or_default(),
+            arch.size,
+            arch.size
+        )));
+    }
+    Ok(())
+}
+
+/// Build the UNet on `params`, writing its `unet/config.json` into the run folder first (the UNet
+/// is built from that file, so what trains is exactly what the folder describes).
+fn build_unet(
+    arch: &UNetArchitecture,
+    run_dir: &Path,
+    params: &Arc<TrainableParams>,
+    device: &Device,
+) -> Result<UNet> {
+    let config_path = super::export::write_unet_config(run_dir, arch)?;
+    UNet::with_weights(&config_path, &Weights::trainable(params.clone(), device))
+}
