@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod extract;
 mod feature_args;
 
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Extract feature maps of one image at timestep t from the chosen UNet taps.
     Extract(extract::ExtractArgs),
+    /// Time one stage of the recipe (UNet, VAE, the whole recipe) and print one JSON line: see bench/README.md.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Extract(args) => extract::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
