@@ -1,7 +1,9 @@
 //! Constructors for the basic layers, reading and shape-checking their weights.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear};
+use candle_nn::{GroupNorm, LayerNorm, Linear};
+
+pub use super::conv::Conv2d;
 
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -16,14 +18,7 @@ pub fn conv2d(
 ) -> Result<Conv2d> {
     let weight = w.get("weight", &[c_out, c_in, kernel, kernel])?;
     let bias = w.get("bias", &[c_out])?;
-    let config = Conv2dConfig {
-        padding,
-        stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
-    Ok(Conv2d::new(weight, Some(bias), config))
+    Conv2d::new(weight, Some(bias), padding, stride)
 }
 
 /// A linear layer; also reads a 1x1 convolution stored as `[out,in,1,1]` (SD1 `proj_in`, old VAE attention).

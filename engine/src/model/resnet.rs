@@ -1,9 +1,9 @@
 //! `ResnetBlock2D` and the resampling layers, with diffusers' semantics.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, Linear};
+use candle_nn::{GroupNorm, Linear};
 
-use super::layers::{conv2d, group_norm, linear};
+use super::layers::{conv2d, group_norm, linear, Conv2d};
 use super::weights::Weights;
 use crate::error::Result;
 

@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm};
+use candle_nn::GroupNorm;
 
 use super::attention::{SpatialAttention, Transformer2D, TransformerSpec};
 use super::config::{read_json, UNet2DConditionConfig, UNet2DConfig};
 use super::embeddings::{timestep_features, TimestepEmbedding};
-use super::layers::{conv2d, group_norm};
+use super::layers::{conv2d, group_norm, Conv2d};
 use super::resnet::{Downsample, ResnetBlock, ResnetSpec, Upsample};
 use super::taps::{tap, TapInfo, TapRecorder};
 use super::weights::{find_weight_files, Weights};

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm};
+use candle_nn::GroupNorm;
 
 use super::attention::SpatialAttention;
 use super::config::{read_json, AutoencoderKLConfig};
-use super::layers::{conv2d, group_norm};
+use super::layers::{conv2d, group_norm, Conv2d};
 use super::resnet::{Downsample, ResnetBlock, ResnetSpec};
 use super::weights::{find_weight_files, Weights};
 use crate::error::{Error, Result};
