@@ -5,9 +5,9 @@
 //! [`ATTENTION_CHUNK_ELEMENTS`] whatever the image size (SD 2.1 at 768x768 has 9216 tokens).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{GroupNorm, LayerNorm, Linear};
+use candle_nn::{LayerNorm, Linear};
 
-use super::layers::{apply_linear_3d, group_norm, layer_norm, linear};
+use super::layers::{apply_linear_3d, group_norm, layer_norm, linear, GroupNorm};
 use super::weights::Weights;
 use crate::error::Result;
 

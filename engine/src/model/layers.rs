@@ -1,9 +1,10 @@
 //! Constructors for the basic layers, reading and shape-checking their weights.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear};
+use candle_nn::{LayerNorm, Linear};
 
 pub use super::conv::Conv2d;
+pub use super::group_norm::GroupNorm;
 
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -45,7 +46,7 @@ pub fn group_norm(w: &Weights, groups: usize, channels: usize, eps: f64) -> Resu
     }
     let weight = w.get("weight", &[channels])?;
     let bias = w.get("bias", &[channels])?;
-    Ok(GroupNorm::new(weight, bias, channels, groups, eps)?)
+    GroupNorm::new(weight, bias, channels, groups, eps)
 }
 
 pub fn layer_norm(w: &Weights, channels: usize, eps: f64) -> Result<LayerNorm> {

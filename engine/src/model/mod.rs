@@ -5,6 +5,7 @@ pub mod clip;
 pub mod config;
 pub mod conv;
 pub mod embeddings;
+pub mod group_norm;
 pub mod layers;
 pub mod pipeline;
 pub mod repo;

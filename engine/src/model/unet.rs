@@ -4,12 +4,11 @@
 use std::path::Path;
 
 use candle_core::{Module, Tensor};
-use candle_nn::GroupNorm;
 
 use super::attention::{SpatialAttention, Transformer2D, TransformerSpec};
 use super::config::{read_json, UNet2DConditionConfig, UNet2DConfig};
 use super::embeddings::{timestep_features, TimestepEmbedding};
-use super::layers::{conv2d, group_norm, Conv2d};
+use super::layers::{conv2d, group_norm, Conv2d, GroupNorm};
 use super::resnet::{Downsample, ResnetBlock, ResnetSpec, Upsample};
 use super::taps::{tap, TapInfo, TapRecorder};
 use super::weights::{find_weight_files, Weights};
@@ -525,7 +524,7 @@ impl UNet {
 
         let out = self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+            .forward(&self.conv_norm_out.forward_silu(&h)?)?;
         tap!(rec, "conv_out", out);
         Ok(())
     }

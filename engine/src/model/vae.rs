@@ -3,11 +3,10 @@
 use std::path::Path;
 
 use candle_core::{Module, Tensor};
-use candle_nn::GroupNorm;
 
 use super::attention::SpatialAttention;
 use super::config::{read_json, AutoencoderKLConfig};
-use super::layers::{conv2d, group_norm, Conv2d};
+use super::layers::{conv2d, group_norm, Conv2d, GroupNorm};
 use super::resnet::{Downsample, ResnetBlock, ResnetSpec};
 use super::weights::{find_weight_files, Weights};
 use crate::error::{Error, Result};
@@ -137,7 +136,7 @@ impl VaeEncoder {
         h = self.mid_resnet_1.forward(&h, None)?;
         let mut moments = self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+            .forward(&self.conv_norm_out.forward_silu(&h)?)?;
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }
