@@ -139,10 +139,10 @@ impl CustomOp1 for FusedGroupNorm {
         let spatial: usize = dims[2..].iter().product();
         let group_len = channels / self.groups * spatial;
         let mut out = vec![0f32; x.len()];
-        if group_len > 0 {
+        // Empty inputs (no groups) have nothing to normalise.
+        if let Some(n_groups) = x.len().checked_div(group_len).filter(|&n| n > 0) {
             // Groups of all batch items, shared out in contiguous runs among the threads.
-            let n_groups = x.len() / group_len;
-            let threads = candle_core::utils::get_num_threads().clamp(1, n_groups.max(1));
+            let threads = candle_core::utils::get_num_threads().clamp(1, n_groups);
             let per_thread = n_groups.div_ceil(threads) * group_len;
             std::thread::scope(|scope| {
                 for (chunk_index, (xs, os)) in x
