@@ -334,6 +334,7 @@ def worker(args: argparse.Namespace) -> None:
 
         def once():
             times = {}
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             if args.stage == "vae":
                 out = pipe.vae.encode(image).latent_dist.mean * sf
@@ -381,6 +382,7 @@ def worker(args: argparse.Namespace) -> None:
                     out = total / k
                     times["unet_pass_s"] = passes
             times["total_s"] = time.perf_counter() - t0
+            times["cpu_s"] = time.process_time() - cpu0
             return out, times
 
         warmup_s = []
@@ -402,6 +404,7 @@ def worker(args: argparse.Namespace) -> None:
         "load_s": load_s,
         "warmup_s": warmup_s,
         "wall_s": min(r["total_s"] for r in runs),
+        "cpu_s": min(runs, key=lambda r: r["total_s"])["cpu_s"],
         "runs": runs,
         "rss_after_load_mib": rss_after_load,
         "load_peak_mib": load_peak,
@@ -445,6 +448,12 @@ def fmt_s(r: dict | None) -> str:
     if not r:
         return "—"
     return "—" if "error" in r else f"{r['wall_s']:.1f} s"
+
+
+def fmt_cpu(r: dict | None) -> str:
+    if not r or "error" in r or r.get("cpu_s") is None:
+        return "—"
+    return f"{r['cpu_s']:.0f} s"
 
 
 def fmt_mib(r: dict | None) -> str:
@@ -575,8 +584,8 @@ def main() -> None:
     print(f"Measured {started:%Y-%m-%d} on {platform.node()} ({os.cpu_count()} cores, {args.threads} threads each, float32, "
           f"ensemble {args.ensemble}, t={DIFT_T}); load average at the end {os.getloadavg()}.")
     print()
-    print("| model | stage | size | diffusers way | diffusers wall | diffscope wall | ratio | diffusers peak RSS | diffscope peak RSS | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | stage | size | diffusers way | diffusers wall | diffscope wall | ratio | diffusers peak RSS | diffscope peak RSS | ratio | diffusers CPU | diffscope CPU | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m, stage, side, results in rows:
         ds = results.get("diffscope")
         for label, r in results.items():
@@ -584,11 +593,13 @@ def main() -> None:
                 continue
             way = label.split(":", 1)[1]
             print(f"| {m} | {stage} | {side} | {way} | {fmt_s(r)} | {fmt_s(ds)} | {ratio(r, ds, 'wall_s')} | "
-                  f"{fmt_mib(r)} | {fmt_mib(ds)} | {ratio(r, ds, 'peak_mib')} |")
+                  f"{fmt_mib(r)} | {fmt_mib(ds)} | {ratio(r, ds, 'peak_mib')} | "
+                  f"{fmt_cpu(r)} | {fmt_cpu(ds)} | {ratio(r, ds, 'cpu_s')} |")
         if not any(label != "diffscope" for label in results):
-            print(f"| {m} | {stage} | {side} | — | — | {fmt_s(ds)} | — | — | {fmt_mib(ds)} | — |")
+            print(f"| {m} | {stage} | {side} | — | — | {fmt_s(ds)} | — | — | {fmt_mib(ds)} | — | — | {fmt_cpu(ds)} | — |")
     print()
-    print("Ratios are diffscope / diffusers (below 1: diffscope is faster or smaller). Per step:")
+    print("Ratios are diffscope / diffusers (below 1: diffscope is faster or smaller). CPU is the process's")
+    print("user + system seconds during the timed run (steadier than wall time on a loaded machine). Per step:")
     print()
     for m, stage, side, results in rows:
         for label, r in results.items():

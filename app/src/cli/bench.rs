@@ -103,11 +103,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for i in 0..args.repeat {
         eprintln!("bench: run {}/{}", i + 1, args.repeat);
-        runs.push(bench.run_once()?);
+        let cpu_start = memory::cpu_seconds();
+        let mut run = bench.run_once()?;
+        run.cpu_s = cpu_start.zip(memory::cpu_seconds()).map(|(a, b)| b - a);
+        runs.push(run);
     }
     let stage_peak_mib = memory::peak_rss_mib();
 
-    let best = runs.iter().map(|r| r.total_s).fold(f64::INFINITY, f64::min);
+    let best = runs
+        .iter()
+        .min_by(|a, b| a.total_s.total_cmp(&b.total_s))
+        .context("no timed run")?;
     let last = runs.last().map(|r| r.output_stats.clone());
     let report = json!({
         "tool": "diffscope",
@@ -120,7 +126,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "threads": candle_core::utils::get_num_threads(),
         "load_s": load_s,
         "warmup_s": warmup_s,
-        "wall_s": best,
+        "wall_s": best.total_s,
+        // Process CPU seconds (all threads) of that run: steadier than wall time on a shared machine.
+        "cpu_s": best.cpu_s,
         "runs": runs.iter().map(Run::to_json).collect::<Vec<_>>(),
         "rss_after_load_mib": rss_after_load_mib,
         "load_peak_mib": load_peak_mib,
@@ -159,6 +167,7 @@ struct StageBench<'a> {
 
 struct Run {
     total_s: f64,
+    cpu_s: Option<f64>,
     encode_s: Option<f64>,
     text_s: Option<f64>,
     unet_pass_s: Vec<f64>,
@@ -169,6 +178,7 @@ impl Run {
     fn to_json(&self) -> Value {
         json!({
             "total_s": self.total_s,
+            "cpu_s": self.cpu_s,
             "encode_s": self.encode_s,
             "text_s": self.text_s,
             "unet_pass_s": self.unet_pass_s,
@@ -227,6 +237,7 @@ impl<'a> StageBench<'a> {
                 let z = self.model.encode(&self.image)?;
                 Ok(Run {
                     total_s: start.elapsed().as_secs_f64(),
+                    cpu_s: None,
                     encode_s: None,
                     text_s: None,
                     unet_pass_s: vec![],
@@ -239,6 +250,7 @@ impl<'a> StageBench<'a> {
                     self.unet_passes(&self.latents, self.context.as_ref(), noise)?;
                 Ok(Run {
                     total_s: start.elapsed().as_secs_f64(),
+                    cpu_s: None,
                     encode_s: None,
                     text_s: None,
                     unet_pass_s,
@@ -258,6 +270,7 @@ impl<'a> StageBench<'a> {
                 let (out, unet_pass_s) = self.unet_passes(&z, context.as_ref(), noise)?;
                 Ok(Run {
                     total_s: start.elapsed().as_secs_f64(),
+                    cpu_s: None,
                     encode_s: Some(encode_s),
                     text_s: Some(text_s),
                     unet_pass_s,
@@ -348,6 +361,18 @@ mod memory {
 
     pub fn rss_mib() -> Option<f64> {
         status_kib("VmRSS:").map(|k| k / 1024.0)
+    }
+
+    /// User + system CPU seconds of the whole process, from /proc/self/stat (clock ticks of 1/100 s,
+    /// Linux's fixed USER_HZ).
+    pub fn cpu_seconds() -> Option<f64> {
+        let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) end with `)`; utime and stime are fields 14 and 15.
+        let rest = &text[text.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / 100.0)
     }
 
     /// Reset the peak to the current RSS (`clear_refs` 5), so the next peak is that of the stage.
