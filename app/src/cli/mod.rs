@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod correspond;
 mod eval;
 mod extract;
@@ -48,6 +49,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Draw samples from a pixel-space model with DDIM and save them as an image grid.
     Sample(sample::SampleArgs),
+    /// Time one stage of the recipe (UNet, VAE, the whole recipe) and print one JSON line: see bench/README.md.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -62,6 +65,7 @@ pub fn run() -> ExitCode {
         Some(Command::Gui(args)) => gui::run(args),
         Some(Command::Train(args)) => train::run(args),
         Some(Command::Sample(args)) => sample::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => gui::run(gui::GuiArgs::default()),
     };
     match result {

@@ -3,7 +3,9 @@
 pub mod attention;
 pub mod clip;
 pub mod config;
+pub mod conv;
 pub mod embeddings;
+pub mod group_norm;
 pub mod layers;
 pub mod pipeline;
 pub mod repo;

@@ -517,7 +517,7 @@ impl UNet {
 
         let out = self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+            .forward(&self.conv_norm_out.forward_silu(&h)?)?;
         tap!(rec, "conv_out", out);
         Ok(())
     }

@@ -136,7 +136,7 @@ impl VaeEncoder {
         h = self.mid_resnet_1.forward(&h, None)?;
         let mut moments = self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+            .forward(&self.conv_norm_out.forward_silu(&h)?)?;
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }

@@ -2,10 +2,12 @@
 //! tensor. Pickled checkpoints are refused: they can run arbitrary code when loaded.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::{Load, MmapedSafetensors};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -101,6 +103,10 @@ enum Source {
         files: Vec<PathBuf>,
         /// The file each tensor lives in, for error messages.
         file_of: HashMap<String, usize>,
+        /// Where each tensor's bytes lie in its file: `[start, end)`.
+        byte_range: HashMap<String, (u64, u64)>,
+        /// One read buffer for every tensor, so its pages are faulted in once, not per tensor.
+        scratch: Mutex<Vec<u8>>,
     },
     /// Variables for training, created on first request.
     Trainable(Arc<TrainableParams>),
@@ -130,6 +136,7 @@ impl Weights {
             }
         }
         let mut file_of = HashMap::new();
+        let mut byte_range = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             // Parse each header on its own first so a bad file is named precisely.
             // SAFETY: the file is mapped read-only; like every mmap reader we rely on it not being
@@ -146,6 +153,7 @@ impl Weights {
             for (name, _) in one.tensors() {
                 file_of.insert(name, i);
             }
+            byte_range.extend(tensor_byte_ranges(f)?);
         }
         // SAFETY: as above.
         let tensors = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| {
@@ -155,6 +163,8 @@ impl Weights {
             tensors,
             files: files.to_vec(),
             file_of,
+            byte_range,
+            scratch: Default::default(),
         };
         Ok(Self::with_source(source, device))
     }
@@ -226,6 +236,8 @@ impl Weights {
                 tensors,
                 files,
                 file_of,
+                byte_range,
+                scratch,
             } => {
                 let label = match files.as_slice() {
                     [one] => one.clone(),
@@ -254,9 +266,20 @@ impl Weights {
                         ),
                     ));
                 }
-                tensors.load(&full, &self.device).map_err(|e| {
-                    Error::file(file, format!("weight `{full}`: {}", root_cause(&e)))
-                })?
+                let range = byte_range.get(&full).copied().ok_or_else(|| {
+                    Error::file(file, format!("weight `{full}` is not in the file's header"))
+                })?;
+                // A poisoned lock only means another load failed midway; the buffer is still usable.
+                let mut scratch = scratch
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let bytes = read_range(file, range, &mut scratch)?;
+                safetensors::tensor::TensorView::new(view.dtype(), view.shape().to_vec(), bytes)
+                    .map_err(|e| Error::file(file, format!("weight `{full}`: {e}")))?
+                    .load(&self.device)
+                    .map_err(|e| {
+                        Error::file(file, format!("weight `{full}`: {}", root_cause(&e)))
+                    })?
             }
             Source::Trainable(p) => p.get_or_create(&full, shape, &self.device)?,
         };
@@ -373,6 +396,51 @@ impl TrainableParams {
     pub fn count(&self) -> usize {
         self.lock().values().map(|v| v.elem_count()).sum()
     }
+}
+
+/// Each tensor's absolute byte range in a safetensors file: an 8-byte little-endian header size,
+/// the JSON header, then the data, which the header's `data_offsets` index.
+fn tensor_byte_ranges(path: &Path) -> Result<HashMap<String, (u64, u64)>> {
+    let mut file = File::open(path).with_path(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).with_path(path)?;
+    let header_len = u64::from_le_bytes(len);
+    let mut header = vec![
+        0u8;
+        usize::try_from(header_len)
+            .unwrap_or(usize::MAX)
+            .min(100 << 20)
+    ];
+    file.read_exact(&mut header).with_path(path)?;
+    let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .map_err(|e| Error::file(path, format!("unreadable safetensors header: {e}")))?;
+    let data_start = 8 + header_len;
+    Ok(metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (begin, end) = info.data_offsets;
+            (name, (data_start + begin as u64, data_start + end as u64))
+        })
+        .collect())
+}
+
+/// Read `[start, end)` of a file into `buffer` (grown as needed) and return that part of it.
+fn read_range<'a>(
+    path: &Path,
+    (start, end): (u64, u64),
+    buffer: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let len = usize::try_from(end.saturating_sub(start))
+        .map_err(|_| Error::file(path, "tensor larger than this machine's address space"))?;
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    let mut file = File::open(path).with_path(path)?;
+    file.seek(SeekFrom::Start(start)).with_path(path)?;
+    let bytes = &mut buffer[..len];
+    file.read_exact(bytes).with_path(path)?;
+    Ok(bytes)
 }
 
 fn root_cause(e: &candle_core::Error) -> String {
