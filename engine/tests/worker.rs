@@ -221,6 +221,14 @@ fn newer_requests_supersede_older_ones_and_cancel_works() {
         point: ImagePoint::new(3.0, 3.0),
         ts: (0..1000).step_by(10).collect(),
     }));
+    // Wait until the sweep runs.
+    loop {
+        match e.handle.recv_timeout(WAIT) {
+            Some(Event::Progress { job, .. }) if job == sweep => break,
+            Some(_) => {}
+            None => panic!("the sweep did not start"),
+        }
+    }
     let p = vec![ImagePoint::new(5.0, 5.0)];
     let scrubs: Vec<JobId> = [10, 20, 30, 40, 50]
         .iter()

@@ -202,7 +202,12 @@ fn run(
             }
         }
         queue.extend(commands.try_iter());
-        let Some(job) = queue.pop_front() else {
+        // Interactive jobs (loads, the view) go before background ones (sweeps, plots, tables).
+        let next = queue
+            .iter()
+            .position(|j| !is_background(j.view))
+            .unwrap_or(0);
+        let Some(job) = queue.remove(next) else {
             continue;
         };
         let reporter = Reporter {
@@ -250,6 +255,10 @@ fn run(
             }
         }
     }
+}
+
+fn is_background(view: Option<ViewKey>) -> bool {
+    matches!(view, Some(ViewKey::Sweep | ViewKey::Elbow | ViewKey::Pck))
 }
 
 /// Run the engine, and the compute threads it starts (they inherit it), below the UI's priority,
