@@ -313,7 +313,7 @@ fn correspondence_settings(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             if ui
                 .selectable_label(
                     s.active_point == i,
-                    format!("{}: ({:.1}, {:.1})", i + 1, p[0], p[1]),
+                    format!("P{}: ({:.1}, {:.1})", i + 1, p[0], p[1]),
                 )
                 .clicked()
             {
