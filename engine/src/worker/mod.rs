@@ -129,11 +129,6 @@ impl EngineHandle {
             flag.store(true, Ordering::Relaxed);
         }
     }
-
-    /// Whether a job has not finished yet.
-    pub fn is_running(&self, job: JobId) -> bool {
-        lock(&self.flags).by_job.contains_key(&job)
-    }
 }
 
 impl Drop for EngineHandle {
