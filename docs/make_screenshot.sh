@@ -19,7 +19,7 @@ for ann in sorted(samples.glob("ImageAnnotation/*/*.json")):
     a = json.loads(ann.read_text())
     image = samples / "JPEGImages" / ann.parent.name / a["filename"]
     by_category.setdefault(ann.parent.name, []).append((image, a))
-images = next(v for v in by_category.values() if len(v) >= 3)[:3]
+images = next(v for v in by_category.values() if len(v) >= 2)[:3]
 source = images[0][1]
 shared = [k for k, p in source["kps"].items() if p and all(a["kps"].get(k) for _, a in images[1:])]
 points = [source["kps"][k] for k in shared[:2]]

@@ -254,7 +254,7 @@ fn exports_figure_correspondences_and_features() {
         h.state_mut().path_input = path.display().to_string();
         h.run_steps(1);
         h.get_by_label("Export to path").click();
-        h.run_steps(1);
+        h.run_steps(3);
         h.get_by_label(item).click();
         let written = path.clone();
         wait_for(&mut h, "the export", move |_| written.exists());

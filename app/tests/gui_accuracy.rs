@@ -14,10 +14,12 @@ use diffscope_engine::worker::{read_keypoints, ViewResult};
 
 use common::*;
 
+/// Two images of one category, the id of a keypoint both show, its position in each, and the
+/// distance within which a match counts as on it (in target pixels).
+type Pair = (Vec<std::path::PathBuf>, u32, [f64; 2], [f64; 2], f64);
+
 /// The first two samples of one category that share a visible keypoint, with those keypoints.
-fn annotated_pair(
-    options: &GuiOptions,
-) -> Option<(Vec<std::path::PathBuf>, u32, [f64; 2], [f64; 2], f64)> {
+fn annotated_pair(options: &GuiOptions) -> Option<Pair> {
     let samples = diffscope::gui::samples::list(&options.samples_dir);
     let mut by_category: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for path in samples {

@@ -261,13 +261,12 @@ impl WorkbenchApp {
 
     pub fn remove_image(&mut self, index: usize) {
         if index < self.slots.len() {
-            let removed = self.slots.remove(index);
+            self.slots.remove(index);
             if index == 0 {
                 // Points belong to the source image.
                 self.settings.points.clear();
                 self.settings.active_point = 0;
             }
-            drop(removed);
         }
     }
 
@@ -393,20 +392,14 @@ impl WorkbenchApp {
 
     fn handle_events(&mut self) {
         let start = Instant::now();
-        while start.elapsed() < EVENT_BUDGET {
-            let Some(event) = self.engine.try_recv() else {
-                break;
-            };
+        while let Some(event) = self.engine.try_recv() {
             self.handle_event(event);
+            if start.elapsed() >= EVENT_BUDGET {
+                // Out of time: the rest next frame, which comes at once.
+                self.ctx.request_repaint();
+                break;
+            }
         }
-        if self.engine_has_more() {
-            self.ctx.request_repaint();
-        }
-    }
-
-    fn engine_has_more(&self) -> bool {
-        // Peek cheaply: events left in the channel wake the UI again.
-        !self.running.is_empty() || !self.image_jobs.is_empty() || !self.other_jobs.is_empty()
     }
 
     fn is_latest(&self, view: Option<ViewKey>, job: JobId) -> bool {

@@ -49,8 +49,10 @@ mod tests {
 
     #[test]
     fn sessions_round_trip_and_refuse_other_versions() {
-        let mut settings = Settings::default();
-        settings.points = vec![[3.5, 7.0], [10.0, 2.25]];
+        let mut settings = Settings {
+            points: vec![[3.5, 7.0], [10.0, 2.25]],
+            ..Settings::default()
+        };
         settings.overlay.range = Some([0.1, 0.9]);
         settings.features.size = InputSize::Square(128);
         let session = Session {

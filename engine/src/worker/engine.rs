@@ -35,6 +35,9 @@ struct LoadedModel {
     tap_order: Vec<String>,
 }
 
+/// The clean latents depend on the model, the image and the size only.
+type LatentKey = (String, ImageKey, Option<(u32, u32)>);
+
 /// A PCA kept fixed while t and the block change.
 struct LockedPca {
     images: Vec<ImageKey>,
@@ -47,7 +50,7 @@ pub(crate) struct Engine {
     model: Option<LoadedModel>,
     images: HashMap<ImageKey, Arc<LoadedImage>>,
     features: FeatureCache,
-    latents: BoundedCache<(String, ImageKey, Option<(u32, u32)>), Tensor>,
+    latents: BoundedCache<LatentKey, Tensor>,
     prompts: BoundedCache<(String, String), Option<Tensor>>,
     locked_pca: Option<LockedPca>,
     /// A disk-cache problem at start, reported with the first job.

@@ -129,11 +129,6 @@ impl EngineHandle {
             flag.store(true, Ordering::Relaxed);
         }
     }
-
-    /// Whether a job has not finished yet.
-    pub fn is_running(&self, job: JobId) -> bool {
-        lock(&self.flags).by_job.contains_key(&job)
-    }
 }
 
 impl Drop for EngineHandle {
@@ -202,7 +197,12 @@ fn run(
             }
         }
         queue.extend(commands.try_iter());
-        let Some(job) = queue.pop_front() else {
+        // Interactive jobs (loads, the view) go before background ones (sweeps, plots, tables).
+        let next = queue
+            .iter()
+            .position(|j| !is_background(j.view))
+            .unwrap_or(0);
+        let Some(job) = queue.remove(next) else {
             continue;
         };
         let reporter = Reporter {
@@ -250,6 +250,10 @@ fn run(
             }
         }
     }
+}
+
+fn is_background(view: Option<ViewKey>) -> bool {
+    matches!(view, Some(ViewKey::Sweep | ViewKey::Elbow | ViewKey::Pck))
 }
 
 /// Run the engine, and the compute threads it starts (they inherit it), below the UI's priority,

@@ -313,7 +313,7 @@ fn correspondence_settings(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             if ui
                 .selectable_label(
                     s.active_point == i,
-                    format!("{}: ({:.1}, {:.1})", i + 1, p[0], p[1]),
+                    format!("P{}: ({:.1}, {:.1})", i + 1, p[0], p[1]),
                 )
                 .clicked()
             {
@@ -365,7 +365,7 @@ fn overlay_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             ui.radio_value(&mut o.bilinear, true, "bilinear");
         });
         ui.end_row();
-        ui.label("range");
+        let name = ui.label("range").id;
         ui.horizontal(|ui| {
             let mut fixed = o.range.is_some();
             if ui.checkbox(&mut fixed, "fixed").changed() {
@@ -373,8 +373,10 @@ fn overlay_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
             }
             if let Some(r) = &mut o.range {
                 let (lo, hi) = (r[0], r[1]);
-                ui.add(egui::DragValue::new(&mut r[0]).speed(0.01).range(-1.0..=hi));
-                ui.add(egui::DragValue::new(&mut r[1]).speed(0.01).range(lo..=1.0));
+                ui.add(egui::DragValue::new(&mut r[0]).speed(0.01).range(-1.0..=hi))
+                    .labelled_by(name);
+                ui.add(egui::DragValue::new(&mut r[1]).speed(0.01).range(lo..=1.0))
+                    .labelled_by(name);
             } else {
                 ui.label("of the maps shown");
             }

@@ -231,7 +231,7 @@ fn draw_points(app: &WorkbenchApp, painter: &egui::Painter, rect: Rect, size: [u
         painter.text(
             pos + Vec2::new(8.0, -8.0),
             egui::Align2::LEFT_BOTTOM,
-            (i + 1).to_string(),
+            format!("P{}", i + 1),
             egui::FontId::proportional(12.0),
             Color32::WHITE,
         );
