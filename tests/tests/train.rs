@@ -260,6 +260,10 @@ fn the_exported_weights_are_the_ema_when_it_is_on() {
         moved |= max_abs_diff(&raw[name], e) > 1e-6;
     }
     assert!(moved, "the average must differ from the raw weights");
+    // Neither holds autograd history (which would chain every step's average to the last: a leak).
+    for t in exported.values().chain(raw.values()) {
+        assert!(!t.track_op());
+    }
 }
 
 // -- bad input ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ use diffscope_engine::train::checkpoint;
 use diffscope_engine::train::dataset::ImageDataset;
 use diffscope_engine::train::trainer::{StepReport, TrainConfig, Trainer};
 
-/// The bundled default model's architecture (see the README for how it was chosen).
+/// The bundled default model's architecture; the other defaults of these flags are its recipe
+/// too (see the README for how it was chosen).
 pub const DEFAULT_CHANNELS: [usize; 3] = [16, 32, 64];
 pub const DEFAULT_ATTENTION_LEVELS: [usize; 0] = [];
 
@@ -27,7 +28,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Total optimizer steps of the run (a resumed run counts the steps already done).
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 500)]
     pub steps: usize,
     /// Images per step.
     #[arg(long)]

@@ -90,7 +90,7 @@ impl AdamW {
             })?;
             let m = ((&state.m * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
             let v = ((&state.v * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
-            let decayed = (var.as_tensor() * (1.0 - lr * c.weight_decay))?;
+            let decayed = (var.as_tensor().detach() * (1.0 - lr * c.weight_decay))?;
             let denom = ((v.clone() / bias2)?.sqrt()? + c.eps)?;
             let update = ((m.clone() / bias1)? / denom)?;
             var.set(&(decayed - (update * lr)?)?)?;
@@ -124,7 +124,7 @@ impl Ema {
     pub fn new(decay: f64, params: &[(String, Var)]) -> Result<Self> {
         let mut weights = BTreeMap::new();
         for (name, var) in params {
-            weights.insert(name.clone(), var.as_tensor().copy()?);
+            weights.insert(name.clone(), var.as_tensor().copy()?.detach());
         }
         Ok(Self { decay, weights })
     }
@@ -141,7 +141,9 @@ impl Ema {
             let avg = self.weights.get_mut(name).ok_or_else(|| {
                 Error::invalid(format!("the weight average has no entry for `{name}`"))
             })?;
-            *avg = ((&*avg * decay)? + (var.as_tensor() * (1.0 - decay))?)?;
+            // Detached: an average that tracked the variable would keep every earlier average
+            // alive through its autograd history.
+            *avg = ((&*avg * decay)? + (var.as_tensor().detach() * (1.0 - decay))?)?;
         }
         Ok(())
     }

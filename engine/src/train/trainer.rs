@@ -332,7 +332,7 @@ impl Trainer {
     pub fn weights(&self) -> Result<BTreeMap<String, Tensor>> {
         self.params
             .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?.detach())))
             .collect()
     }
 
