@@ -43,6 +43,21 @@ impl Reference {
     }
 }
 
+/// max |a - b| over all elements (same shapes).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// max |a - b| / max |reference|, the parity measure of the issue.
 pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(actual.dims(), reference.dims(), "shape mismatch");

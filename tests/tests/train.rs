@@ -63,6 +63,29 @@ fn dataset(dir: &Path) -> ImageDataset {
     ImageDataset::load(dir).unwrap()
 }
 
+/// A fresh tiny run: `images` pictures in `data/`, the trainer writing into `run/`, all in a
+/// temporary folder that lives as long as `_tmp` (bind it: a `..` pattern would drop it at once).
+struct TinyRun {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    run: PathBuf,
+    trainer: Trainer,
+}
+
+fn tiny_run(images: usize, ema: Option<f64>) -> TinyRun {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_images(&data, images, SIZE);
+    let run = tmp.path().join("run");
+    let trainer = Trainer::new(tiny_config(ema), dataset(&data), &run, &Device::Cpu).unwrap();
+    TinyRun {
+        _tmp: tmp,
+        data,
+        run,
+        trainer,
+    }
+}
+
 fn assert_same(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>, what: &str) {
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
@@ -108,15 +131,9 @@ fn error_text<T>(r: diffscope_engine::Result<T>) -> String {
 
 #[test]
 fn training_lowers_the_denoising_loss() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_images(&tmp.path().join("data"), 8, SIZE);
-    let mut trainer = Trainer::new(
-        tiny_config(None),
-        dataset(&tmp.path().join("data")),
-        &tmp.path().join("run"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let TinyRun {
+        _tmp, mut trainer, ..
+    } = tiny_run(8, None);
     let all: Vec<usize> = (0..8).collect();
     let before = trainer.evaluate_loss(&all, 99).unwrap();
     for _ in 0..40 {
@@ -183,12 +200,13 @@ fn checkpoints_reload_bit_identically_and_resume_exactly() {
 
 #[test]
 fn the_model_folder_reads_back_through_the_loader() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_images(&data, 4, SIZE);
-    let run = tmp.path().join("run");
+    let TinyRun {
+        _tmp,
+        mut trainer,
+        run,
+        ..
+    } = tiny_run(4, None);
     let dev = Device::Cpu;
-    let mut trainer = Trainer::new(tiny_config(None), dataset(&data), &run, &dev).unwrap();
     for _ in 0..2 {
         trainer.step().unwrap();
     }
@@ -221,16 +239,9 @@ fn the_model_folder_reads_back_through_the_loader() {
 
 #[test]
 fn the_exported_weights_are_the_ema_when_it_is_on() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_images(&data, 4, SIZE);
-    let mut trainer = Trainer::new(
-        tiny_config(Some(0.5)),
-        dataset(&data),
-        &tmp.path().join("run"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let TinyRun {
+        _tmp, mut trainer, ..
+    } = tiny_run(4, Some(0.5));
     // Recompute diffusers' EMAModel by hand: update 1 copies the weights, update n+1 decays by
     // min(0.5, (1 + n) / (10 + n)).
     let mut expected: Option<BTreeMap<String, Tensor>> = None;
@@ -331,11 +342,12 @@ fn images_of_another_size_than_the_model_are_refused() {
 
 #[test]
 fn resuming_a_checkpoint_of_another_architecture_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_images(&data, 4, SIZE);
-    let run = tmp.path().join("run");
-    let mut trainer = Trainer::new(tiny_config(None), dataset(&data), &run, &Device::Cpu).unwrap();
+    let TinyRun {
+        _tmp: tmp,
+        data,
+        run,
+        mut trainer,
+    } = tiny_run(4, None);
     trainer.step().unwrap();
     let saved = trainer.save().unwrap();
     let mut other = tiny_config(None);
@@ -356,11 +368,12 @@ fn resuming_a_checkpoint_of_another_architecture_is_refused() {
 
 #[test]
 fn a_damaged_checkpoint_is_a_clear_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_images(&data, 4, SIZE);
-    let run = tmp.path().join("run");
-    let mut trainer = Trainer::new(tiny_config(None), dataset(&data), &run, &Device::Cpu).unwrap();
+    let TinyRun {
+        _tmp,
+        data,
+        mut trainer,
+        ..
+    } = tiny_run(4, None);
     trainer.step().unwrap();
     let saved = trainer.save().unwrap();
     let tensors = saved.join(checkpoint::TENSORS_FILE);
@@ -377,12 +390,13 @@ fn a_damaged_checkpoint_is_a_clear_error() {
 
 #[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one_intact() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_images(&data, 4, SIZE);
-    let run = tmp.path().join("run");
+    let TinyRun {
+        _tmp,
+        run,
+        mut trainer,
+        ..
+    } = tiny_run(4, Some(0.9));
     let dev = Device::Cpu;
-    let mut trainer = Trainer::new(tiny_config(Some(0.9)), dataset(&data), &run, &dev).unwrap();
     trainer.step().unwrap();
     let good = trainer.save().unwrap();
     let (_, good_tensors) = trainer.checkpoint_parts().unwrap();

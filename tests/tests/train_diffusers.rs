@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::model::taps::TapRecorder;
 use diffscope_engine::train::ddim::{ddim_sample, ddim_timesteps, image_grid};
-use diffscope_tests::fixtures;
+use diffscope_tests::{fixtures, relative_error};
 
 fn refs() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(
@@ -21,17 +21,6 @@ fn refs() -> HashMap<String, Tensor> {
 fn model() -> DiffusionModel {
     let dir = fixtures().join("models/trained_tiny");
     DiffusionModel::load(dir.to_str().unwrap(), &Device::Cpu).unwrap()
-}
-
-fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
 }
 
 fn int_list(t: &Tensor) -> Vec<usize> {
@@ -59,7 +48,7 @@ fn the_trained_unet_matches_diffusers() {
         .forward_batch(&r["unet.input"], &ts, None, &mut rec)
         .unwrap();
     let out = rec.into_captured().remove("conv_out").unwrap();
-    let err = max_rel_err(&out, &r["unet.output"]);
+    let err = relative_error(&out, &r["unet.output"]);
     assert!(err < 1e-5, "relative error {err}");
 }
 
@@ -81,7 +70,7 @@ fn ddim_sampling_matches_diffusers() {
     )
     .unwrap();
     assert_eq!(calls, 5);
-    let err = max_rel_err(&sample, &r["ddim.sample"]);
+    let err = relative_error(&sample, &r["ddim.sample"]);
     assert!(err < 1e-4, "relative error {err}");
 }
 

@@ -3,22 +3,10 @@
 use candle_core::{Device, Module, Tensor, Var};
 use diffscope_engine::features::recipe::seeded_normal;
 use diffscope_engine::train::ops;
+use diffscope_tests::max_abs_diff;
 
 fn var(seed: u64, shape: &[usize]) -> Var {
     Var::from_tensor(&seeded_normal(seed, shape, &Device::Cpu).unwrap()).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Value and gradients of `loss = sum(f(inputs) * probe)` for each input.
@@ -33,16 +21,8 @@ fn grads_of(inputs: &[&Var], out: &Tensor, probe: &Tensor) -> Vec<Tensor> {
 
 fn check_close(what: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
     assert_eq!(ours.dims(), reference.dims(), "{what}: shape");
-    let scale = reference
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1.0);
+    let zeros = reference.zeros_like().unwrap();
+    let scale = max_abs_diff(reference, &zeros).max(1.0);
     let d = max_abs_diff(ours, reference);
     assert!(
         d <= tol * scale,
