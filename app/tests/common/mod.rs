@@ -120,9 +120,15 @@ pub fn wait_for(
             return;
         }
         let messages: Vec<&str> = h.state().messages.iter().map(|m| m.text.as_str()).collect();
+        let shown = h
+            .state()
+            .analysis
+            .as_ref()
+            .map(|r| (r.exact, format!("{:?}", r.request.view)));
         assert!(
             start.elapsed() < TIMEOUT,
-            "timed out waiting for {what}; messages: {messages:?}"
+            "timed out waiting for {what}; messages: {messages:?}; shown: {shown:?}; busy: {}",
+            h.state().is_busy()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -153,6 +159,9 @@ pub fn click_image_with(
     p: [f32; 2],
     modifiers: egui::Modifiers,
 ) {
+    // Click on a settled layout: the image rectangles are those of the last frame.
+    wait_for(h, "the engine to be idle", |app| !app.is_busy());
+    h.run_steps(2);
     let pos = screen_of(h, slot, p);
     h.event_modifiers(egui::Event::PointerMoved(pos), modifiers);
     h.event_modifiers(

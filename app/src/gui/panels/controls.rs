@@ -10,7 +10,7 @@ use crate::gui::state::{InputSize, SegmentMethod, ViewKind};
 pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     egui::Panel::left("controls")
         .resizable(true)
-        .default_size(330.0)
+        .default_size(390.0)
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 model_section(app, ui);
@@ -31,7 +31,7 @@ fn model_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
     if app.model_job.is_some() {
         ui.horizontal(|ui| {
             ui.spinner();
-            ui.label(format!("loading {}", app.model_spec));
+            ui.label(format!("loading {}", short_path(&app.model_spec)));
         });
     }
     match &app.model {
@@ -74,6 +74,12 @@ fn model_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         }
         None => {}
     }
+}
+
+/// The last two components of a path, as model names are shown.
+fn short_path(path: &str) -> String {
+    let parts: Vec<&str> = path.rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
 fn images_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
