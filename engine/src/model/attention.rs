@@ -11,8 +11,10 @@ use super::layers::{apply_linear_3d, group_norm, layer_norm, linear, GroupNorm};
 use super::weights::Weights;
 use crate::error::Result;
 
-/// Largest score matrix (batch x heads x queries x keys) held at once: 32 Mi floats, 128 MiB.
-pub const ATTENTION_CHUNK_ELEMENTS: usize = 32 << 20;
+/// Largest score matrix (batch x heads x queries x keys) held at once: 4 Mi floats, 16 MiB. Below
+/// glibc's largest mmap threshold (32 MiB), so each chunk's buffers are reused from the heap instead
+/// of being mapped and faulted in afresh.
+pub const ATTENTION_CHUNK_ELEMENTS: usize = 4 << 20;
 
 /// softmax(q kᵀ · scale) v over `[BH, N, d]` inputs, a chunk of queries at a time.
 pub fn chunked_attention(
@@ -25,13 +27,15 @@ pub fn chunked_attention(
     let (bh, n, _) = q.dims3()?;
     let m = k.dim(1)?;
     let kt = k.t()?.contiguous()?;
+    // Scale the queries rather than the scores: N x d values instead of N x M.
+    let q = (q * scale)?;
     let chunk = (max_elements / (bh * m).max(1)).clamp(1, n.max(1));
     let mut outs = Vec::with_capacity(n.div_ceil(chunk));
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
         let qc = q.narrow(1, start, len)?;
-        let scores = (qc.matmul(&kt)? * scale)?;
+        let scores = qc.matmul(&kt)?;
         // The fused softmax has no backward pass; use the composed one when training.
         let probs = if scores.track_op() {
             candle_nn::ops::softmax(&scores, D::Minus1)?

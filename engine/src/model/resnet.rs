@@ -59,7 +59,12 @@ impl ResnetBlock {
                 .unsqueeze(D::Minus1)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = {
+            let normed = self.norm2.forward_silu(&h)?;
+            // conv1's output is done with: free it before conv2 allocates (image-sized in the VAE).
+            drop(h);
+            self.conv2.forward(&normed)?
+        };
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
