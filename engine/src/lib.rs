@@ -10,6 +10,7 @@ pub mod export;
 pub mod features;
 pub mod io;
 pub mod model;
+pub mod parallel;
 pub mod train;
 pub mod worker;
 

@@ -1,26 +1,28 @@
-//! 2-D convolution. On the CPU, stride-1 convolutions with a kernel wider than 1 run as im2col and
-//! one matrix product per band of output rows.
+//! 2-D convolution. On the CPU, convolutions with a kernel wider than 1 (any stride) run as
+//! im2col and one matrix product per band of output rows.
 //!
 //! Why: candle's CPU convolution gathers patches 512 output pixels at a time and scatters the
 //! results back pixel by pixel; for the VAE's wide, shallow layers (128 channels at 512x512) that
-//! bookkeeping costs as much as the arithmetic. Here the patches of a band of rows are copied in
-//! row-long blocks and each band's product is copied into the output in one block. The reduction
-//! runs over the same (kernel row, kernel column, input channel) order as candle's, so results
-//! differ from it by float rounding at most.
+//! bookkeeping costs as much as the arithmetic, and its strided path (the VAE's downsamplers) is
+//! slower still. Here the patches of a band of rows are copied in row-long blocks (see
+//! [`super::im2col`], which training shares) and each band's product is copied into the output in
+//! one block.
 
-use candle_core::{Module, Tensor};
+use candle_core::{Module, Storage, Tensor};
 
+use super::im2col::ConvGeometry;
 use crate::error::Result;
 
-/// Largest patch matrix (input channels x kernel area x band pixels) built at once: 16 Mi floats, 64 MiB.
-const PATCH_ELEMENTS: usize = 16 << 20;
+/// Largest patch matrix (input channels x kernel area x band pixels) built at once: 4 Mi floats,
+/// 16 MiB, below glibc's largest mmap threshold so band buffers are reused from the heap.
+const PATCH_ELEMENTS: usize = 4 << 20;
 
 pub struct Conv2d {
     kind: ConvKind,
 }
 
 enum ConvKind {
-    /// candle's convolution, for what the patch path does not cover (strides, 1x1, GPUs).
+    /// candle's convolution, for what the patch path does not cover (1x1, GPUs, other dtypes).
     General(candle_nn::Conv2d),
     /// Weights being trained on the CPU: the training op, whose backward pass is fast there.
     Training {
@@ -30,11 +32,12 @@ enum ConvKind {
         padding: usize,
     },
     Patches {
-        /// The weight as `[c_out, k*k*c_in]`, ordered (kernel row, kernel column, input channel).
+        /// The weight as `[c_out, c_in*k*k]`, PyTorch's layout flattened.
         weight_matrix: Tensor,
         /// `[c_out, 1]`.
         bias: Option<Tensor>,
         kernel: usize,
+        stride: usize,
         padding: usize,
     },
 }
@@ -55,13 +58,15 @@ impl Conv2d {
                 stride,
                 padding,
             }
-        } else if weight.device().is_cpu() && stride == 1 && kernel > 1 {
+        } else if weight.device().is_cpu()
+            && weight.dtype() == candle_core::DType::F32
+            && kernel > 1
+        {
             ConvKind::Patches {
-                weight_matrix: weight
-                    .permute((0, 2, 3, 1))?
-                    .reshape((c_out, kernel * kernel * c_in))?,
+                weight_matrix: weight.reshape((c_out, c_in * kernel * kernel))?,
                 bias: bias.map(|b| b.reshape((c_out, 1))).transpose()?,
                 kernel,
+                stride,
                 padding,
             }
         } else {
@@ -78,52 +83,46 @@ impl Conv2d {
     }
 }
 
-/// One image `[c_in, h, w]` -> `[c_out, h', w']`. Only a band of the input is padded at a time, and
-/// each band's product is written straight into the output, so no image-sized copies are made.
+/// One image `[c_in, h, w]` -> `[c_out, h', w']`, a band of output rows at a time, each band's
+/// product written straight into the output, so no image-sized copies are made.
 fn forward_image(
     x: &Tensor,
     weight_matrix: &Tensor,
     bias: Option<&Tensor>,
-    k: usize,
-    p: usize,
+    (kernel, stride, padding): (usize, usize, usize),
     patch_elements: usize,
 ) -> candle_core::Result<Tensor> {
-    let (c_in, h, w) = x.dims3()?;
-    let (hp, wp) = (h + 2 * p, w + 2 * p);
-    if hp < k || wp < k {
-        candle_core::bail!("conv2d: a {hp}x{wp} padded input is smaller than the {k}x{k} kernel");
+    let (channels, height, width) = x.dims3()?;
+    let geometry = ConvGeometry {
+        batch: 1,
+        channels,
+        height,
+        width,
+        kernel,
+        stride,
+        padding,
+    };
+    if !geometry.is_valid() {
+        candle_core::bail!(
+            "conv2d: a {width}x{height} input padded by {padding} is smaller than the {kernel}x{kernel} kernel"
+        );
     }
-    let (out_h, out_w) = (hp + 1 - k, wp + 1 - k);
+    let (out_h, out_w) = geometry.out_size();
     let c_out = weight_matrix.dim(0)?;
     let out = Tensor::zeros((c_out, out_h, out_w), x.dtype(), x.device())?;
-    let band_rows = (patch_elements / (k * k * c_in * out_w).max(1)).clamp(1, out_h);
+    let band_rows = (patch_elements / (geometry.patch_len() * out_w).max(1)).clamp(1, out_h);
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("conv2d: the patch path needs a contiguous CPU tensor");
+    };
+    let xs = &cpu.as_slice::<f32>()?[start..end];
     let mut row = 0;
     while row < out_h {
         let rows = band_rows.min(out_h - row);
-        // Padded input rows [row, row + rows + k - 1) are input rows shifted by p, zeros outside.
-        let first = row.saturating_sub(p).min(h);
-        let end = (row + rows + k - 1).saturating_sub(p).min(h);
-        let top = p.saturating_sub(row);
-        let band = if end > first {
-            let bottom = rows + k - 1 - top - (end - first);
-            x.narrow(1, first, end - first)?
-                .pad_with_zeros(1, top, bottom)?
-                .pad_with_zeros(2, p, p)?
-        } else {
-            Tensor::zeros((c_in, rows + k - 1, wp), x.dtype(), x.device())?
-        };
-        let mut shifted = Vec::with_capacity(k * k);
-        for kh in 0..k {
-            for kw in 0..k {
-                shifted.push(
-                    band.narrow(1, kh, rows)?
-                        .narrow(2, kw, out_w)?
-                        .unsqueeze(0)?,
-                );
-            }
-        }
-        // [k*k, c_in, rows, w'] -> [k*k*c_in, rows*w'], the product's right operand.
-        let patches = Tensor::cat(&shifted, 0)?.reshape((k * k * c_in, rows * out_w))?;
+        let mut cols = vec![0f32; geometry.patch_len() * rows * out_w];
+        geometry.im2col_rows(xs, row..row + rows, &mut cols);
+        let patches = Tensor::from_vec(cols, (geometry.patch_len(), rows * out_w), x.device())?;
         let mut y = weight_matrix.matmul(&patches)?;
         if let Some(b) = bias {
             y = y.broadcast_add(b)?;
@@ -155,6 +154,7 @@ impl Module for Conv2d {
                 weight_matrix,
                 bias,
                 kernel,
+                stride,
                 padding,
             } => {
                 let image = |i| {
@@ -162,8 +162,7 @@ impl Module for Conv2d {
                         &x.get(i)?,
                         weight_matrix,
                         bias.as_ref(),
-                        *kernel,
-                        *padding,
+                        (*kernel, *stride, *padding),
                         PATCH_ELEMENTS,
                     )
                 };
@@ -195,12 +194,20 @@ mod tests {
     #[test]
     fn patches_match_candle_across_bands() {
         let x = random(&[2, 5, 13, 11], 1);
-        for (k, p) in [(3, 1), (3, 0), (5, 2), (5, 1), (3, 2)] {
+        for (k, p, stride) in [
+            (3, 1, 1),
+            (3, 0, 1),
+            (5, 2, 1),
+            (5, 1, 1),
+            (3, 2, 1),
+            (3, 1, 2),
+            (3, 0, 2),
+        ] {
             let weight = random(&[7, 5, k, k], 2);
             let bias = random(&[7], 3);
             let config = candle_nn::Conv2dConfig {
                 padding: p,
-                stride: 1,
+                stride,
                 dilation: 1,
                 groups: 1,
                 cudnn_fwd_algo: None,
@@ -208,30 +215,34 @@ mod tests {
             let reference = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), config)
                 .forward(&x)
                 .unwrap();
-            let matrix = weight
-                .permute((0, 2, 3, 1))
-                .unwrap()
-                .reshape((7, k * k * 5))
-                .unwrap();
+            let matrix = weight.reshape((7, k * k * 5)).unwrap();
             let bias = bias.reshape((7, 1)).unwrap();
             for rows_per_band in [1, 2, 5, 100] {
-                let budget = rows_per_band * k * k * 5 * (11 + 2 * p + 1 - k);
+                let budget = rows_per_band * k * k * 5 * ((11 + 2 * p - k) / stride + 1);
                 for i in 0..2 {
-                    let got = forward_image(&x.get(i).unwrap(), &matrix, Some(&bias), k, p, budget)
-                        .unwrap();
+                    let got = forward_image(
+                        &x.get(i).unwrap(),
+                        &matrix,
+                        Some(&bias),
+                        (k, stride, p),
+                        budget,
+                    )
+                    .unwrap();
                     let want = reference.get(i).unwrap();
-                    assert_eq!(got.dims(), want.dims(), "k={k} p={p}");
-                    let diff = (got - want)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
+                    assert_eq!(got.dims(), want.dims(), "k={k} p={p} stride={stride}");
+                    let max = |t: &Tensor| {
+                        t.abs()
+                            .unwrap()
+                            .max_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap()
+                    };
+                    // Float rounding only: the sums run in another order than candle's.
+                    let diff = max(&(&got - &want).unwrap());
                     assert!(
-                        diff < 1e-5,
-                        "k={k} p={p} rows={rows_per_band}: max diff {diff}"
+                        diff <= 1e-6 * max(&want),
+                        "k={k} p={p} stride={stride} rows={rows_per_band}: max diff {diff}"
                     );
                 }
             }

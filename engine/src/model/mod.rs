@@ -6,6 +6,7 @@ pub mod config;
 pub mod conv;
 pub mod embeddings;
 pub mod group_norm;
+pub mod im2col;
 pub mod layers;
 pub mod pipeline;
 pub mod repo;

@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
+use crate::model::im2col::ConvGeometry;
+use crate::parallel::{parallel_chunks, parallel_for, SharedSlice};
 
 fn candle_err(message: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(message.to_string())
@@ -25,43 +27,6 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a 
 
 fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
-}
-
-/// Run `work(i)` for every `i < n`, split over the available cores.
-fn parallel_for(n: usize, work: impl Fn(std::ops::Range<usize>) + Sync) {
-    let threads = candle_core::utils::get_num_threads().min(n.max(1));
-    if threads <= 1 {
-        work(0..n);
-        return;
-    }
-    let per = n.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let range = (t * per)..((t + 1) * per).min(n);
-            let work = &work;
-            scope.spawn(move || work(range));
-        }
-    });
-}
-
-/// Split `out` into `n` equal chunks and fill each with `fill(index, chunk)` in parallel.
-fn parallel_chunks(out: &mut [f32], n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
-    if n == 0 {
-        return;
-    }
-    let len = out.len() / n;
-    let threads = candle_core::utils::get_num_threads().min(n);
-    let per = n.div_ceil(threads.max(1));
-    std::thread::scope(|scope| {
-        for (t, block) in out.chunks_mut(per * len).enumerate() {
-            let fill = &fill;
-            scope.spawn(move || {
-                for (j, chunk) in block.chunks_mut(len).enumerate() {
-                    fill(t * per + j, chunk);
-                }
-            });
-        }
-    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -94,7 +59,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         padding,
     };
     let x = x.contiguous()?;
-    let cols = geometry.im2col(&x)?;
+    let cols = patch_matrix(&geometry, &x)?;
     let (oh, ow) = geometry.out_size();
     let y = w
         .detach()
@@ -107,104 +72,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     Ok(x.apply_op3(&w.contiguous()?, &y, ConvWithGrad { geometry })?)
 }
 
-#[derive(Clone, Copy)]
-struct ConvGeometry {
-    batch: usize,
-    channels: usize,
-    height: usize,
-    width: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-}
-
-impl ConvGeometry {
-    fn out_size(&self) -> (usize, usize) {
-        let out = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
-        (out(self.height), out(self.width))
-    }
-
-    /// The output columns `ox` whose input column `ox*s + kx - p` lies inside the image.
-    fn valid_outputs(&self, offset: usize, size: usize, out: usize) -> std::ops::Range<usize> {
-        // ox*s + offset - p in [0, size): ox >= ceil((p - offset)/s), ox*s < size + p - offset.
-        let lo = self.padding.saturating_sub(offset).div_ceil(self.stride);
-        let hi = (size + self.padding)
-            .saturating_sub(offset)
-            .div_ceil(self.stride)
-            .min(out);
-        lo..hi.max(lo)
-    }
-
-    /// `[Ci*k*k, B*Oh*Ow]`: row (c, ky, kx) holds input channel c shifted by (ky, kx) at every
-    /// output position of every image (zeros where it falls outside).
-    fn im2col(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let xs = values(x)?;
-        let (oh, ow) = self.out_size();
-        let k = self.kernel;
-        let (h, w, s, p) = (self.height, self.width, self.stride, self.padding);
-        let n = self.batch * oh * ow;
-        let rows = self.channels * k * k;
-        let mut cols = vec![0f32; rows * n];
-        parallel_chunks(&mut cols, rows, |row, dst| {
-            let (c, ky, kx) = (row / (k * k), (row / k) % k, row % k);
-            let xs_range = self.valid_outputs(kx, w, ow);
-            let ys_range = self.valid_outputs(ky, h, oh);
-            for b in 0..self.batch {
-                let plane = &xs[(b * self.channels + c) * h * w..][..h * w];
-                for oy in ys_range.clone() {
-                    let iy = oy * s + ky - p;
-                    let src = &plane[iy * w..(iy + 1) * w];
-                    let out = &mut dst[(b * oh + oy) * ow..][..ow];
-                    if s == 1 {
-                        let (lo, hi) = (xs_range.start, xs_range.end);
-                        if lo < hi {
-                            out[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
-                        }
-                    } else {
-                        for ox in xs_range.clone() {
-                            out[ox] = src[ox * s + kx - p];
-                        }
-                    }
-                }
-            }
-        });
-        Tensor::from_vec(cols, (rows, n), x.device())
-    }
-
-    /// The adjoint of [`Self::im2col`]: sum each column entry back into the input position it came from.
-    fn col2im(&self, cols: &Tensor) -> candle_core::Result<Tensor> {
-        let cs = values(cols)?;
-        let (oh, ow) = self.out_size();
-        let k = self.kernel;
-        let (h, w, s, p) = (self.height, self.width, self.stride, self.padding);
-        let n = self.batch * oh * ow;
-        let mut out = vec![0f32; self.batch * self.channels * h * w];
-        let out_ptr = SharedSlice(out.as_mut_ptr());
-        parallel_for(self.channels, |channels| {
-            for c in channels {
-                for ky in 0..k {
-                    let ys_range = self.valid_outputs(ky, h, oh);
-                    for kx in 0..k {
-                        let xs_range = self.valid_outputs(kx, w, ow);
-                        let row = &cs[((c * k + ky) * k + kx) * n..][..n];
-                        for b in 0..self.batch {
-                            let plane = ((b * self.channels + c) * h) * w;
-                            for oy in ys_range.clone() {
-                                let iy = oy * s + ky - p;
-                                let src = &row[(b * oh + oy) * ow..][..ow];
-                                for ox in xs_range.clone() {
-                                    let ix = ox * s + kx - p;
-                                    // SAFETY: channel c's planes are written only by this worker.
-                                    unsafe { *out_ptr.at(plane + iy * w + ix) += src[ox] };
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Tensor::from_vec(out, (self.batch, self.channels, h, w), cols.device())
-    }
+/// `[Ci*k*k, B*Oh*Ow]`, the right operand of the convolution's matrix product.
+fn patch_matrix(g: &ConvGeometry, x: &Tensor) -> candle_core::Result<Tensor> {
+    let (oh, ow) = g.out_size();
+    Tensor::from_vec(
+        g.im2col(&values(x)?),
+        (g.patch_len(), g.batch * oh * ow),
+        x.device(),
+    )
 }
 
 struct ConvWithGrad {
@@ -247,11 +122,15 @@ impl CustomOp3 for ConvWithGrad {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((co, g.batch * oh * ow))?;
-        let cols = g.im2col(x)?;
+        let cols = patch_matrix(g, x)?;
         let gw = grad.matmul(&cols.t()?)?.reshape((co, ci, k, k))?;
         let w_mat = w.reshape((co, ci * k * k))?;
         let gcols = w_mat.t()?.matmul(&grad)?;
-        let gx = g.col2im(&gcols)?;
+        let gx = Tensor::from_vec(
+            g.col2im(&values(&gcols)?),
+            (g.batch, g.channels, g.height, g.width),
+            gcols.device(),
+        )?;
         Ok((Some(gx), Some(gw), None))
     }
 }
@@ -417,20 +296,6 @@ impl CustomOp3 for GroupNormOp {
             Some(Tensor::from_vec(gw, w.shape(), dev)?),
             Some(Tensor::from_vec(gb, w.shape(), dev)?),
         ))
-    }
-}
-
-/// A raw pointer that parallel workers write disjoint ranges through.
-#[derive(Clone, Copy)]
-struct SharedSlice(*mut f32);
-// SAFETY: only used for disjoint writes inside `parallel_for`, which joins before the Vec is read.
-unsafe impl Send for SharedSlice {}
-unsafe impl Sync for SharedSlice {}
-
-impl SharedSlice {
-    fn at(&self, i: usize) -> *mut f32 {
-        // SAFETY (of callers): `i` is inside the Vec this pointer came from.
-        self.0.wrapping_add(i)
     }
 }
 
