@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use diffscope_engine::data::spair::{PairQuery, SpairDataset};
 use diffscope_engine::device::default_device;
 use diffscope_engine::eval::sweep::{run_sweep, SweepRow, SweepSettings};
-use diffscope_engine::export::canvas::POINT_COLOURS;
+use diffscope_engine::export::colormap::palette;
 use diffscope_engine::export::plot::{LinePlot, Series};
 use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::model::unet::UNet;
@@ -224,7 +224,7 @@ fn plot(
                 };
                 series.push(Series {
                     label,
-                    colour: POINT_COLOURS[i % POINT_COLOURS.len()],
+                    colour: palette(i),
                     points,
                     faint,
                 });

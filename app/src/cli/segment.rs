@@ -8,7 +8,8 @@ use diffscope_engine::analysis::kmeans::{kmeans, match_clusters, KMeansOptions};
 use diffscope_engine::analysis::labels::{upsample_by_similarity, LabelMap};
 use diffscope_engine::analysis::ncut::{recursive_ncut, NCutOptions};
 use diffscope_engine::analysis::{GridSize, ImageSize};
-use diffscope_engine::export::figure::{label_colour, Figure, Overlay, Panel};
+use diffscope_engine::export::colormap::palette;
+use diffscope_engine::export::figure::{Figure, Overlay, Panel};
 use diffscope_engine::io::npy::{write_npy, NpyArray, NpyData};
 use diffscope_engine::FeatureMap;
 use image::RgbImage;
@@ -149,13 +150,13 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
     for ((f, map), grid_labels) in features.iter().zip(&maps).zip(&labels) {
         let size = ImageSize::new(f.image.width() as usize, f.image.height() as usize);
         let pixel_labels = upsample_by_similarity(map, grid_labels, size)?;
-        let rgb: Vec<f32> = pixel_labels
+        let bytes: Vec<u8> = pixel_labels
             .labels
             .iter()
-            .flat_map(|&l| label_colour(l))
+            .flat_map(|&l| palette(l as usize))
             .collect();
+        let rgb: Vec<f32> = bytes.iter().map(|&v| f32::from(v) / 255.0).collect();
         let name = stem(&f.path);
-        let bytes: Vec<u8> = rgb.iter().map(|v| (v * 255.0).round() as u8).collect();
         let png = args.out.join(format!("{name}_labels.png"));
         RgbImage::from_raw(f.image.width(), f.image.height(), bytes)
             .context("label buffer size")?

@@ -14,18 +14,6 @@ pub struct Canvas {
 pub const WHITE: [u8; 3] = [255, 255, 255];
 pub const BLACK: [u8; 3] = [0, 0, 0];
 
-/// Distinct marker colours for pinned points (colour-blind friendly, Okabe-Ito).
-pub const POINT_COLOURS: [[u8; 3]; 8] = [
-    [230, 159, 0],
-    [86, 180, 233],
-    [0, 158, 115],
-    [240, 228, 66],
-    [0, 114, 178],
-    [213, 94, 0],
-    [204, 121, 167],
-    [255, 255, 255],
-];
-
 impl Canvas {
     pub fn new(width: u32, height: u32) -> Result<Self> {
         let font = FontRef::try_from_slice(epaint_default_fonts::UBUNTU_LIGHT)

@@ -198,22 +198,3 @@ fn fit_title(canvas: &Canvas, title: &str, width: u32) -> String {
     }
     t
 }
-
-/// A label colour per segment (distinct, then repeating).
-pub fn label_colour(label: u32) -> [f32; 3] {
-    const PALETTE: [[u8; 3]; 12] = [
-        [230, 25, 75],
-        [60, 180, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-        [240, 50, 230],
-        [210, 245, 60],
-        [250, 190, 212],
-        [0, 128, 128],
-        [170, 110, 40],
-    ];
-    PALETTE[label as usize % PALETTE.len()].map(|v| v as f32 / 255.0)
-}

@@ -6,7 +6,7 @@ use eframe::egui::{self, Color32, Rect, Sense, Vec2};
 
 use super::result_matches_view;
 use crate::gui::app::WorkbenchApp;
-use crate::gui::colormap::palette;
+use crate::gui::colormap::{colour_at, palette};
 
 pub fn show(app: &WorkbenchApp, ui: &mut egui::Ui) {
     let result = app
@@ -62,7 +62,7 @@ fn colorbar(app: &WorkbenchApp, ui: &mut egui::Ui) {
             rect.min + Vec2::new(i as f32 * width, 0.0),
             Vec2::new(width + 0.5, rect.height()),
         );
-        ui.painter().rect_filled(r, 0.0, o.colormap.at(u));
+        ui.painter().rect_filled(r, 0.0, colour_at(o.colormap, u));
     }
     ui.painter().rect_stroke(
         rect,

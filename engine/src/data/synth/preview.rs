@@ -4,24 +4,11 @@ use image::RgbImage;
 
 use super::creatures::Category;
 use super::scene::{render_instance, Keypoint};
-
-/// One colour per keypoint id (cycled).
-const MARKER_COLORS: [[u8; 3]; 10] = [
-    [230, 25, 75],
-    [60, 180, 75],
-    [255, 225, 25],
-    [0, 130, 200],
-    [245, 130, 48],
-    [145, 30, 180],
-    [70, 240, 240],
-    [240, 50, 230],
-    [210, 245, 60],
-    [250, 190, 212],
-];
+use crate::export::colormap::palette;
 
 /// The first `count` images of the dataset `seed` would generate (categories taking turns as in
 /// [`super::generate_dataset`]), enlarged `zoom` times (nearest neighbour) on a grid of `columns`,
-/// with each visible keypoint marked by a square in its id's colour if `mark_keypoints`.
+/// with each visible keypoint marked by a square in its id's palette colour if `mark_keypoints`.
 pub fn contact_sheet(
     seed: u64,
     size: u32,
@@ -61,13 +48,7 @@ pub fn contact_sheet(
                 .enumerate()
                 .filter(|(_, k)| k.visible)
             {
-                mark(
-                    &mut sheet,
-                    (ox, oy),
-                    zoom,
-                    k,
-                    MARKER_COLORS[id % MARKER_COLORS.len()],
-                );
+                mark(&mut sheet, (ox, oy), zoom, k, palette(id));
             }
         }
     }
