@@ -5,7 +5,7 @@ use std::process::Command;
 
 use diffscope_engine::analysis::correspond::{correspond_point, CorrespondOptions, Target};
 use diffscope_engine::analysis::{ImagePoint, ImageSize, NormalizedMap};
-use diffscope_engine::export::matches::read_json;
+use diffscope_engine::export::matches::{MatchExport, CSV_HEADER};
 use diffscope_engine::io::npy::read_npy;
 use diffscope_engine::FeatureMap;
 
@@ -76,7 +76,9 @@ fn correspond_from_feature_files_matches_the_engine_and_round_trips() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let records = read_json(&out.join("matches.json")).unwrap();
+    let export = MatchExport::read_json(&out.join("matches.json")).unwrap();
+    assert_eq!(export.settings["taps"], serde_json::json!(["up_blocks.1"]));
+    let records = export.matches;
     assert_eq!(records.len(), 2);
 
     // The same query through the engine API on the same maps.
@@ -110,13 +112,12 @@ fn correspond_from_feature_files_matches_the_engine_and_round_trips() {
 
     let csv = std::fs::read_to_string(out.join("matches.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(
-        lines[0],
-        "source_x,source_y,target,match_x,match_y,similarity,mutual"
-    );
-    let fields: Vec<&str> = lines[1].split(',').collect();
-    assert_eq!(fields[3].parse::<f32>().unwrap(), records[0].matched[0]);
-    assert_eq!(fields[5].parse::<f32>().unwrap(), records[0].similarity);
+    assert!(lines[0].starts_with("# "), "{}", lines[0]);
+    assert_eq!(lines[1], CSV_HEADER);
+    let fields: Vec<&str> = lines[2].split(',').collect();
+    assert_eq!(fields[0], "1");
+    assert_eq!(fields[5].parse::<f32>().unwrap(), records[0].matched[0]);
+    assert_eq!(fields[7].parse::<f32>().unwrap(), records[0].similarity);
     let figure = image::open(out.join("figure.png")).unwrap();
     assert!(figure.width() > 300 && figure.height() > 200);
 }

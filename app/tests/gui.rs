@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use diffscope::gui::state::ViewKind;
+use diffscope_engine::export::matches::MatchExport;
 use diffscope_engine::worker::ViewResult;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
@@ -278,13 +279,10 @@ fn exports_figure_correspondences_and_features() {
     assert_eq!(fields[5].parse::<f32>().unwrap(), m.point.x);
     assert_eq!(fields[6].parse::<f32>().unwrap(), m.point.y);
     assert_eq!(fields[7].parse::<f32>().unwrap(), m.best_similarity);
-    let parsed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(parsed["t"], 261);
-    assert_eq!(
-        parsed["matches"][0]["similarity"].as_f64().unwrap() as f32,
-        m.best_similarity
-    );
+    let parsed = MatchExport::read_json(&json).unwrap();
+    assert_eq!(parsed.settings["t"], 261);
+    assert_eq!(parsed.matches[0].matched, [m.point.x, m.point.y]);
+    assert_eq!(parsed.matches[0].similarity, m.best_similarity);
     // Features: one file per image with the tap and the latent.
     let files: Vec<_> = std::fs::read_dir(&features).unwrap().collect();
     assert_eq!(files.len(), 2);

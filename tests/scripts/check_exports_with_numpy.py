@@ -49,8 +49,8 @@ with tempfile.TemporaryDirectory() as tmp:
     run("correspond", "--source", FIX / "images/sd_64x48.png", "--targets", FIX / "images/sd_square_32.png",
         "--points", "20,20;40,30", "--blocks", "up_blocks.1", "--source-features", tmp / "a.safetensors",
         "--target-features", tmp / "b.safetensors", "--out", out)
-    records = json.loads((out / "matches.json").read_text())
-    rows = list(csv.DictReader((out / "matches.csv").open()))
+    records = json.loads((out / "matches.json").read_text())["matches"]
+    rows = list(csv.DictReader(line for line in (out / "matches.csv").open() if not line.startswith("#")))
     assert len(records) == len(rows) == 2
     for r, c in zip(records, rows):
         assert [float(c["source_x"]), float(c["source_y"])] == r["source_point"]

@@ -6,10 +6,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use diffscope_engine::analysis::correspond::{correspond_point, CorrespondOptions, Target};
 use diffscope_engine::analysis::{ImagePoint, ImageSize, NormalizedMap};
-use diffscope_engine::export::canvas::POINT_COLOURS;
-use diffscope_engine::export::colormap::Colormap;
+use diffscope_engine::export::colormap::{palette, Colormap};
 use diffscope_engine::export::figure::{Figure, Marker, MarkerKind, Overlay, Panel};
-use diffscope_engine::export::matches::{write_csv, write_json, MatchRecord};
+use diffscope_engine::export::matches::{MatchExport, MatchRecord};
 
 use super::feature_args::{FeatureArgs, ImageFeatures};
 
@@ -112,6 +111,8 @@ pub fn run(args: CorrespondArgs) -> anyhow::Result<()> {
         let mut row_maps = vec![];
         for (m, target) in matches.iter().zip(targets) {
             records.push(MatchRecord {
+                point: p + 1,
+                source: source.path.display().to_string(),
                 source_point: [point.x, point.y],
                 target: target.path.display().to_string(),
                 matched: [m.point.x, m.point.y],
@@ -127,7 +128,7 @@ pub fn run(args: CorrespondArgs) -> anyhow::Result<()> {
         heatmaps.push((p, row_maps));
     }
     for (p, row_maps) in heatmaps {
-        let colour = POINT_COLOURS[p % POINT_COLOURS.len()];
+        let colour = palette(p);
         let point = points[p];
         let mut row = vec![Panel {
             image: source.image.clone(),
@@ -180,10 +181,14 @@ pub fn run(args: CorrespondArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    write_json(&records, &args.out.join("matches.json"))?;
-    write_csv(&records, &args.out.join("matches.csv"))?;
+    let export = MatchExport::new(
+        args.features.settings_json(args.source_features.is_some()),
+        records,
+    );
+    export.write_json(&args.out.join("matches.json"))?;
+    export.write_csv(&args.out.join("matches.csv"))?;
     figure.render()?.save_png(&args.out.join("figure.png"))?;
-    for r in &records {
+    for r in &export.matches {
         println!(
             "({:.1},{:.1}) -> {} ({:.1},{:.1}) similarity {:.3}{}",
             r.source_point[0],

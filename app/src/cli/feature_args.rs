@@ -169,6 +169,44 @@ impl FeatureArgs {
     }
 
     /// A one-line statement of how the features were made, for figure captions.
+    /// The settings as JSON fields, for files that record how they were made.
+    pub fn settings_json(&self, from_files: bool) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("taps".into(), self.blocks.clone().into());
+        if let Some(w) = &self.tap_weights {
+            m.insert("tap_weights".into(), w.clone().into());
+        }
+        if from_files {
+            m.insert("features".into(), "from files".into());
+            return m;
+        }
+        m.insert("model".into(), self.model.clone().into());
+        if let Some(t) = self.t {
+            m.insert("t".into(), t.into());
+        }
+        match &self.noise {
+            Some(p) => {
+                m.insert("noise".into(), p.display().to_string().into());
+            }
+            None => {
+                m.insert("ensemble".into(), self.ensemble.into());
+                m.insert("seed".into(), self.seed.into());
+            }
+        }
+        if let Some(p) = &self.prompt_embeds {
+            m.insert("prompt_embeds".into(), p.display().to_string().into());
+        } else {
+            m.insert(
+                "prompt".into(),
+                self.prompt.clone().unwrap_or_default().into(),
+            );
+        }
+        if let Some(size) = &self.size {
+            m.insert("size".into(), size.clone().into());
+        }
+        m
+    }
+
     pub fn describe(&self, from_files: bool) -> String {
         if from_files {
             return format!("features from files, taps {}", self.blocks.join("+"));

@@ -4,38 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use diffscope_engine::export::matches::{MatchExport, MatchRecord};
 use diffscope_engine::worker::{AnalysisResult, Command, ViewResult};
 use eframe::egui;
-use serde::Serialize;
 
 use super::app::WorkbenchApp;
-
-/// One pinned point matched in one target.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CorrespondenceRow {
-    pub point: usize,
-    pub source_image: String,
-    pub source_x: f32,
-    pub source_y: f32,
-    pub target_image: String,
-    pub target_x: f32,
-    pub target_y: f32,
-    pub similarity: f32,
-    pub mutual: bool,
-}
-
-#[derive(Serialize)]
-struct CorrespondenceFile<'a> {
-    model: &'a str,
-    t: usize,
-    tap: &'a str,
-    ensemble: usize,
-    seed: u64,
-    prompt: &'a str,
-    size: Option<(u32, u32)>,
-    coordinates: &'static str,
-    matches: &'a [CorrespondenceRow],
-}
 
 impl WorkbenchApp {
     fn image_path(&self, key: u64) -> String {
@@ -47,7 +20,7 @@ impl WorkbenchApp {
     }
 
     /// The rows of the last exact correspondence result.
-    pub fn correspondence_rows(&self) -> Option<(Arc<AnalysisResult>, Vec<CorrespondenceRow>)> {
+    pub fn correspondence_rows(&self) -> Option<(Arc<AnalysisResult>, Vec<MatchRecord>)> {
         let result = self.analysis.clone().filter(|r| r.exact)?;
         let ViewResult::Correspond { matches } = &result.view else {
             return None;
@@ -60,14 +33,12 @@ impl WorkbenchApp {
         let mut rows = Vec::new();
         for (p, (point, per_target)) in points.iter().zip(matches).enumerate() {
             for (m, key) in per_target.iter().zip(result.request.images.iter().skip(1)) {
-                rows.push(CorrespondenceRow {
+                rows.push(MatchRecord {
                     point: p + 1,
-                    source_image: source.clone(),
-                    source_x: point.x,
-                    source_y: point.y,
-                    target_image: self.image_path(*key),
-                    target_x: m.point.x,
-                    target_y: m.point.y,
+                    source: source.clone(),
+                    source_point: [point.x, point.y],
+                    target: self.image_path(*key),
+                    matched: [m.point.x, m.point.y],
                     similarity: m.best_similarity,
                     mutual: m.mutual,
                 });
@@ -86,49 +57,24 @@ impl WorkbenchApp {
             return;
         };
         let f = &result.request.features;
+        let mut settings = serde_json::Map::new();
+        settings.insert("model".into(), self.model_spec.clone().into());
+        settings.insert("t".into(), f.t.into());
+        settings.insert("taps".into(), vec![f.tap.clone()].into());
+        settings.insert("ensemble".into(), f.ensemble.into());
+        settings.insert("seed".into(), f.seed.into());
+        settings.insert("prompt".into(), f.prompt.clone().into());
+        if let Some((w, h)) = f.size {
+            settings.insert("size".into(), format!("{w}x{h}").into());
+        }
+        let export = MatchExport::new(settings, rows);
         let text = if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
         {
-            let mut out = format!(
-                "# model={} t={} tap={} ensemble={} seed={} prompt={:?} size={}\n",
-                self.model_spec,
-                f.t,
-                f.tap,
-                f.ensemble,
-                f.seed,
-                f.prompt,
-                f.size.map_or("own".into(), |(w, h)| format!("{w}x{h}"))
-            );
-            out.push_str("point,source_image,source_x,source_y,target_image,target_x,target_y,similarity,mutual\n");
-            for r in &rows {
-                out.push_str(&format!(
-                    "{},{},{},{},{},{},{},{},{}\n",
-                    r.point,
-                    csv_field(&r.source_image),
-                    r.source_x,
-                    r.source_y,
-                    csv_field(&r.target_image),
-                    r.target_x,
-                    r.target_y,
-                    r.similarity,
-                    r.mutual
-                ));
-            }
-            out
+            export.csv_text()
         } else {
-            let file = CorrespondenceFile {
-                model: &self.model_spec,
-                t: f.t,
-                tap: &f.tap,
-                ensemble: f.ensemble,
-                seed: f.seed,
-                prompt: &f.prompt,
-                size: f.size,
-                coordinates: "image pixels of the original images, integer values at pixel centres",
-                matches: &rows,
-            };
-            serde_json::to_string_pretty(&file).unwrap_or_default()
+            export.json_text()
         };
         self.send_other(
             Command::WriteText {
@@ -205,13 +151,5 @@ impl WorkbenchApp {
                 "exporting the figure",
             );
         }
-    }
-}
-
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
     }
 }
