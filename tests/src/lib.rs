@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end tests: fixture paths, reference files, comparisons.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
@@ -88,3 +88,17 @@ pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
 
 /// The tolerance the engine must meet against diffusers.
 pub const PARITY_TOLERANCE: f32 = 1e-4;
+
+/// Copy the folder `from` to `to` recursively (a private copy of a fixture to modify).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

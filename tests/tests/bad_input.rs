@@ -7,20 +7,7 @@ use candle_core::{Device, Tensor};
 use diffscope_engine::features::extract::{extract_image, ExtractSettings};
 use diffscope_engine::features::recipe::NoiseSource;
 use diffscope_engine::model::pipeline::{DiffusionModel, PromptSource};
-use diffscope_tests::fixtures;
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use diffscope_tests::{copy_dir, fixtures};
 
 /// A private copy of a fixture model to break.
 fn model_copy(name: &str) -> (tempfile::TempDir, PathBuf) {

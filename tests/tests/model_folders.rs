@@ -1,25 +1,11 @@
 //! `--model` accepts a pipeline folder, a component folder and a Hugging Face cache folder.
 
 use std::fs;
-use std::path::Path;
 
 use candle_core::Device;
 use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::model::repo::resolve;
-use diffscope_tests::fixtures;
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use diffscope_tests::{copy_dir, fixtures};
 
 #[test]
 fn pipeline_and_component_folders() {

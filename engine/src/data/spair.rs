@@ -320,22 +320,7 @@ impl SpairDataset {
             path: &path,
             value: &v,
         };
-        let kps_value = f.get("kps")?;
-        let Some(obj) = kps_value.as_object() else {
-            return Err(f.bad("kps", "an object from keypoint id to [x, y] or null"));
-        };
-        let mut kps = BTreeMap::new();
-        for (id, p) in obj {
-            let Ok(num) = id.parse::<u32>() else {
-                return Err(f.bad("kps", &format!("numeric keypoint ids, not {id:?}")));
-            };
-            let point = if p.is_null() {
-                None
-            } else {
-                Some(point(p).ok_or_else(|| f.bad("kps", &format!("[x, y] or null for id {id}")))?)
-            };
-            kps.insert(num, point);
-        }
+        let kps = f.kps()?;
         Ok(ImageAnnotation {
             filename: f.string("filename")?,
             category: f.string("category")?,
@@ -400,6 +385,33 @@ fn subfolders(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// What the workbench needs from an image annotation file: its keypoints and, where given, its
+/// category and bounding box. Lenient: SPair's other fields may be absent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeypointFile {
+    pub category: Option<String>,
+    pub bndbox: Option<[f64; 4]>,
+    /// Keypoint id -> position, None where not visible.
+    pub kps: BTreeMap<u32, Option<[f64; 2]>>,
+}
+
+/// Read the keypoints (and category and box, if present) of one `ImageAnnotation` file.
+pub fn read_keypoint_file(path: &Path) -> Result<KeypointFile> {
+    let v = read_json(path)?;
+    let f = Fields { path, value: &v };
+    Ok(KeypointFile {
+        category: f
+            .optional("category")
+            .map(|_| f.string("category"))
+            .transpose()?,
+        bndbox: f
+            .optional("bndbox")
+            .map(|_| f.bndbox("bndbox"))
+            .transpose()?,
+        kps: f.kps()?,
+    })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -476,6 +488,29 @@ impl Fields<'_> {
                     .ok_or_else(|| self.bad(field, &format!("a list of [x, y]; item {i} is {p}")))
             })
             .collect()
+    }
+
+    /// `kps`: keypoint id -> `[x, y]`, or null where the point is not visible.
+    fn kps(&self) -> Result<BTreeMap<u32, Option<[f64; 2]>>> {
+        let Some(obj) = self.get("kps")?.as_object() else {
+            return Err(self.bad("kps", "an object from keypoint id to [x, y] or null"));
+        };
+        let mut kps = BTreeMap::new();
+        for (id, p) in obj {
+            let Ok(num) = id.parse::<u32>() else {
+                return Err(self.bad("kps", &format!("numeric keypoint ids, not {id:?}")));
+            };
+            let point = if p.is_null() {
+                None
+            } else {
+                Some(
+                    point(p)
+                        .ok_or_else(|| self.bad("kps", &format!("[x, y] or null for id {id}")))?,
+                )
+            };
+            kps.insert(num, point);
+        }
+        Ok(kps)
     }
 
     fn bndbox(&self, field: &str) -> Result<[f64; 4]> {

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-use crate::error::{Error, Result, WithPath};
+use crate::data::spair::read_keypoint_file;
+use crate::error::Result;
+use crate::eval::pck::pck_threshold;
 
 /// The visible keypoints of one image, by id, and its object's bounding box.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,20 +22,9 @@ pub struct Keypoints {
 impl Keypoints {
     /// The PCK distance unit: the larger side of the bounding box (of the image when there is none).
     pub fn pck_scale(&self, image_width: u32, image_height: u32) -> f64 {
-        match self.bndbox {
-            Some([x1, y1, x2, y2]) => (x2 - x1).max(y2 - y1),
-            None => f64::from(image_width.max(image_height)),
-        }
+        let whole_image = [0.0, 0.0, f64::from(image_width), f64::from(image_height)];
+        pck_threshold(self.bndbox.unwrap_or(whole_image), 1.0)
     }
-}
-
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(default)]
-    category: Option<String>,
-    kps: BTreeMap<String, Option<[f64; 2]>>,
-    #[serde(default)]
-    bndbox: Option<[f64; 4]>,
 }
 
 /// Where an image's annotation would be, if the image sits in a `JPEGImages/<category>/` folder.
@@ -61,19 +50,13 @@ pub fn read_keypoints(image: &Path) -> Result<Option<Keypoints>> {
     let Some(path) = annotation_path(image).filter(|p| p.is_file()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path).with_path(&path)?;
-    let raw: Raw = serde_json::from_str(&text)
-        .map_err(|e| Error::file(&path, format!("not a keypoint annotation: {e}")))?;
-    let mut points = BTreeMap::new();
-    for (id, point) in raw.kps {
-        let id: u32 = id
-            .parse()
-            .map_err(|_| Error::file(&path, format!("keypoint id {id:?} is not a number")))?;
-        if let Some(p) = point {
-            points.insert(id, p);
-        }
-    }
-    let category = raw.category.unwrap_or_else(|| {
+    let file = read_keypoint_file(&path)?;
+    let points = file
+        .kps
+        .into_iter()
+        .filter_map(|(id, p)| Some((id, p?)))
+        .collect();
+    let category = file.category.unwrap_or_else(|| {
         image
             .parent()
             .and_then(|p| p.file_name())
@@ -84,7 +67,7 @@ pub fn read_keypoints(image: &Path) -> Result<Option<Keypoints>> {
         path,
         category,
         points,
-        bndbox: raw.bndbox,
+        bndbox: file.bndbox,
     }))
 }
 
