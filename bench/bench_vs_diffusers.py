@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """diffscope against diffusers, side by side on the same machine in the same run.
 
-    /work/venv/bin/python bench/bench_vs_diffusers.py [--only sd15,sd21] [--sizes 512,768]
-        [--stages unet-up1,unet-full,vae,recipe] [--models-dir /work/bench-models]
+    python bench/bench_vs_diffusers.py [--only sd15,sd21] [--sizes 512,768]
+        [--stages unet-up1,unet-full,vae,recipe] [--models-dir bench/models]
 
 Writes random-weight Stable Diffusion 1.5 and 2.1 pipeline folders with the exact configs of
 runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1 (no network needed), then runs
@@ -492,7 +492,7 @@ def breakdown(r: dict | None) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models-dir", type=Path, default=Path(os.environ.get("DIFFSCOPE_BENCH_MODELS", "/work/bench-models")))
+    p.add_argument("--models-dir", type=Path, default=Path(os.environ.get("DIFFSCOPE_BENCH_MODELS", REPO / "bench" / "models")))
     p.add_argument("--only", default="sd15,sd21", help="models: sd15, sd21 (comma-separated)")
     p.add_argument("--sizes", default="512,768", help="image sides to keep from the plan")
     p.add_argument("--stages", default="unet-up1,unet-full,vae,recipe", help="stages to keep from the plan")
