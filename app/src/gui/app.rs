@@ -108,6 +108,9 @@ pub struct WorkbenchApp {
     pub model: Option<Arc<ModelInfo>>,
     pub slots: Vec<Slot>,
     pub model_job: Option<JobId>,
+    /// Whether the next loaded model's suggested tap and t replace the current ones (not when a
+    /// session brought its own).
+    pub use_model_suggestions: bool,
     pub(crate) image_jobs: Vec<(JobId, PathBuf)>,
     pub(crate) running: HashMap<ViewKey, Running>,
     pub(crate) other_jobs: HashMap<JobId, (Instant, String)>,
@@ -181,6 +184,7 @@ impl WorkbenchApp {
             model: None,
             slots: Vec::new(),
             model_job: None,
+            use_model_suggestions: true,
             image_jobs: Vec::new(),
             running: HashMap::new(),
             other_jobs: HashMap::new(),
@@ -237,6 +241,7 @@ impl WorkbenchApp {
 
     pub fn load_model(&mut self, spec: &str) {
         self.model_spec = spec.to_string();
+        self.use_model_suggestions = true;
         let job = self.engine.send(Command::LoadModel {
             spec: spec.to_string(),
         });
@@ -435,7 +440,14 @@ impl WorkbenchApp {
                 }
                 self.finish(Some(ViewKey::Model), job);
                 let taps = &info.summary.taps;
-                if !taps.iter().any(|t| t.name == self.settings.features.tap) {
+                let suggested = info
+                    .suggested
+                    .as_ref()
+                    .filter(|s| self.use_model_suggestions && taps.iter().any(|t| t.name == s.tap));
+                if let Some(s) = suggested {
+                    self.settings.features.tap = s.tap.clone();
+                    self.settings.features.t = s.t;
+                } else if !taps.iter().any(|t| t.name == self.settings.features.tap) {
                     self.settings.features.tap = default_tap(&info);
                 }
                 let last_t = info.alpha_bar.len().saturating_sub(1);
@@ -609,6 +621,8 @@ impl WorkbenchApp {
         self.settings = session.settings;
         if session.model != self.model_spec || self.model.is_none() {
             self.load_model(&session.model);
+            // The session's own tap and t win over the model's suggestions.
+            self.use_model_suggestions = false;
         }
         for image in session.images {
             self.add_image(image);

@@ -21,6 +21,7 @@ use crate::features::extract::{describe, model_input, ExtractSettings, Extractio
 use crate::features::map::FeatureMap;
 use crate::features::recipe::{extract_from_latents, NoiseSource, UNetRequest};
 use crate::model::pipeline::{DiffusionModel, PromptSource};
+use crate::model::suggested::read_suggested;
 
 use super::EngineConfig;
 
@@ -147,8 +148,10 @@ impl Engine {
         let snr = alpha_bar.iter().map(|a| a / (1.0 - a)).collect();
         let stride = summary.input_stride as u32;
         let native_side = sample_side(&model.folders.unet.join("config.json")).map(|s| s * stride);
+        let suggested = read_suggested(&model.folders.root)?;
         let info = Arc::new(ModelInfo {
             spec: spec.to_string(),
+            suggested,
             alpha_bar,
             snr,
             native_side,

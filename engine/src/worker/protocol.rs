@@ -12,6 +12,7 @@ use crate::analysis::labels::LabelMap;
 use crate::analysis::{GridSize, ImagePoint};
 use crate::features::cache::ImageKey;
 use crate::model::pipeline::ModelSummary;
+use crate::model::suggested::SuggestedSettings;
 
 /// Every job gets an id, increasing in the order the UI sent them.
 pub type JobId = u64;
@@ -150,6 +151,8 @@ pub struct ModelInfo {
     pub native_side: Option<u32>,
     /// Image sides must be multiples of this.
     pub size_multiple: u32,
+    /// The tap and timestep the model folder suggests (its `diffscope.json`).
+    pub suggested: Option<SuggestedSettings>,
 }
 
 /// A decoded image with its content key and annotation.

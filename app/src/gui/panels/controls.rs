@@ -68,6 +68,18 @@ fn model_section(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
                 ));
                 ui.end_row();
             });
+            if let Some(suggested) = m.suggested.clone() {
+                let label = format!("suggested: {}, t={}", suggested.tap, suggested.t);
+                let current = app.settings.features.tap == suggested.tap
+                    && app.settings.features.t == suggested.t;
+                let button = ui
+                    .add_enabled(!current, egui::Button::new(label))
+                    .on_hover_text(&suggested.why);
+                if button.clicked() {
+                    app.settings.features.tap = suggested.tap;
+                    app.settings.features.t = suggested.t;
+                }
+            }
         }
         None if app.model_job.is_none() => {
             ui.label("No model loaded: Model > Bundled default, or type a folder in the path bar.");
