@@ -133,6 +133,7 @@ fn config_from(args: &TrainArgs, base: Option<&TrainConfig>) -> anyhow::Result<T
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    diffscope_engine::train::keep_freed_memory();
     let device = default_device()?;
     let started = Instant::now();
     let dataset = ImageDataset::load(&args.data)?;

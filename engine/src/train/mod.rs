@@ -9,3 +9,18 @@ pub mod ddim;
 pub mod export;
 pub mod ops;
 pub mod trainer;
+
+/// Make the allocator keep freed memory for reuse instead of handing large blocks back to the
+/// OS. Every training step allocates and frees the same large buffers (patch matrices, gradients);
+/// glibc serves blocks over 32 MiB with fresh mappings whose pages the kernel must fault in and
+/// zero each time. Measured on the default model, 2 cores: 5.5 -> 8.1 images/s. Inference keeps
+/// the default (it raised the peak memory of SD 2.1 at 768x768 by 3.5%).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; called before training allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
