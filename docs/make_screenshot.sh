@@ -23,8 +23,14 @@ images = next(v for v in by_category.values() if len(v) >= 2)[:3]
 source = images[0][1]
 shared = [k for k, p in source["kps"].items() if p and all(a["kps"].get(k) for _, a in images[1:])]
 points = [source["kps"][k] for k in shared[:2]]
+features = {"size": "Native"}
+# The tap and t the model suggests (the bundled model's best PCK), as the workbench starts with.
+hints = pathlib.Path("assets/default-model" if model == "default" else model) / "diffscope.json"
+if hints.is_file():
+    suggested = json.loads(hints.read_text())["suggested"]
+    features.update(tap=suggested["tap"], t=suggested["t"])
 print(json.dumps({"version": 1, "model": model, "images": [str(i) for i, _ in images],
-                  "settings": {"features": {"size": "Native"}, "points": points, "active_point": 0}}))
+                  "settings": {"features": features, "points": points, "active_point": 0}}))
 PY
 Xvfb :77 -screen 0 1440x900x24 >/dev/null 2>&1 &
 xvfb=$!
