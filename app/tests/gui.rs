@@ -143,9 +143,29 @@ fn pca_and_segmentation_views() {
     wait_for(&mut h, "inertia", |app| app.elbow.is_some());
 }
 
+#[cfg(unix)]
+#[test]
+fn the_models_suggested_tap_and_t_are_where_the_workbench_starts() {
+    let data = Dataset::new().with_suggested("down_blocks.1", 50);
+    let mut h = harness(options(&data));
+    wait_for(&mut h, "model and images", |app| {
+        app.model.is_some() && app.slots.len() == 2
+    });
+    let f = &h.state().settings.features;
+    assert_eq!((f.tap.as_str(), f.t), ("down_blocks.1", 50));
+    // Moved away, the suggestion is one click back.
+    h.state_mut().settings.features.t = 300;
+    h.run_steps(2);
+    h.get_by_label("suggested: down_blocks.1, t=50").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings.features.t, 50);
+}
+
+/// The session's own tap and t win over the model's suggestions.
+#[cfg(unix)]
 #[test]
 fn a_session_reopens_exactly() {
-    let data = Dataset::new();
+    let data = Dataset::new().with_suggested("down_blocks.1", 50);
     let mut h = harness(options(&data));
     wait_for(&mut h, "model and images", |app| {
         app.model.is_some() && app.slots.len() == 2

@@ -76,6 +76,27 @@ impl Dataset {
         }
     }
 
+    /// The same data with the tiny model in a folder of its own that suggests `tap` and `t`
+    /// (a `diffscope.json`); the weights are linked, not copied.
+    #[cfg(unix)]
+    pub fn with_suggested(mut self, tap: &str, t: usize) -> Self {
+        let fixture = fixtures().join("models/ddpm_tiny");
+        let model = self.dir.path().join("suggesting-model");
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::copy(
+            fixture.join("model_index.json"),
+            model.join("model_index.json"),
+        )
+        .unwrap();
+        for part in ["unet", "scheduler"] {
+            std::os::unix::fs::symlink(fixture.join(part), model.join(part)).unwrap();
+        }
+        let hints = serde_json::json!({"suggested": {"tap": tap, "t": t, "why": "test"}});
+        std::fs::write(model.join("diffscope.json"), hints.to_string()).unwrap();
+        self.model = model.display().to_string();
+        self
+    }
+
     pub fn source_keypoint(&self, i: usize) -> [f32; 2] {
         SOURCE_KEYPOINTS[i]
     }
