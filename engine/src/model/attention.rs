@@ -36,12 +36,7 @@ pub fn chunked_attention(
         let len = chunk.min(n - start);
         let qc = q.narrow(1, start, len)?;
         let scores = qc.matmul(&kt)?;
-        // The fused softmax has no backward pass; use the composed one when training.
-        let probs = if scores.track_op() {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
+        let probs = super::softmax::softmax_last_dim(&scores)?;
         outs.push(probs.matmul(v)?);
         start += len;
     }

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod repo;
 pub mod resnet;
 pub mod schedule;
+pub mod softmax;
 pub mod suggested;
 pub mod taps;
 pub mod unet;
