@@ -162,27 +162,10 @@ impl CustomOp1 for FusedGroupNorm {
         let mut out = vec![0f32; x.len()];
         // Empty inputs (no groups) have nothing to normalise.
         if let Some(n_groups) = x.len().checked_div(group_len).filter(|&n| n > 0) {
-            // Groups of all batch items, shared out in contiguous runs among the threads.
-            let threads = candle_core::utils::get_num_threads().clamp(1, n_groups);
-            let per_thread = n_groups.div_ceil(threads) * group_len;
-            std::thread::scope(|scope| {
-                for (chunk_index, (xs, os)) in x
-                    .chunks(per_thread)
-                    .zip(out.chunks_mut(per_thread))
-                    .enumerate()
-                {
-                    let first_group = chunk_index * per_thread / group_len;
-                    scope.spawn(move || {
-                        for (i, (xg, og)) in xs
-                            .chunks(group_len)
-                            .zip(os.chunks_mut(group_len))
-                            .enumerate()
-                        {
-                            let c0 = (first_group + i) % self.groups * (channels / self.groups);
-                            self.group(xg, og, c0, spatial);
-                        }
-                    });
-                }
+            let per_group = channels / self.groups;
+            crate::parallel::parallel_chunks(&mut out, n_groups, |g, og| {
+                let xg = &x[g * group_len..(g + 1) * group_len];
+                self.group(xg, og, g % self.groups * per_group, spatial);
             });
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
