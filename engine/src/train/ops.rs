@@ -82,6 +82,53 @@ fn patch_matrix(g: &ConvGeometry, x: &Tensor) -> candle_core::Result<Tensor> {
     )
 }
 
+/// `a · bᵀ` for row-major `a` `[m, k]` and `b` `[n, k]`, as row-major `[m, n]`: the kernel
+/// gradient, `grad [Co, pixels] · patchesᵀ`, whose reduction runs over every pixel of the batch.
+/// Through candle, gemm would repack the whole patch matrix first (it costs more than the product
+/// for few channels); asked for a column-major result it reads the patches in place and packs
+/// only the much smaller `grad`.
+fn matmul_by_transpose(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
+    let k = if m == 0 { 0 } else { a.len() / m };
+    debug_assert_eq!(b.len(), n * k);
+    let mut column_major = vec![0f32; m * n];
+    let threads = candle_core::utils::get_num_threads();
+    // SAFETY: the pointers and strides describe the three buffers above, sized m*k, n*k, m*n.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            column_major.as_mut_ptr(),
+            m as isize,
+            1,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+    }
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = column_major[j * m + i];
+        }
+    }
+    out
+}
+
 struct ConvWithGrad {
     geometry: ConvGeometry,
 }
@@ -122,8 +169,12 @@ impl CustomOp3 for ConvWithGrad {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((co, g.batch * oh * ow))?;
-        let cols = patch_matrix(g, x)?;
-        let gw = grad.matmul(&cols.t()?)?.reshape((co, ci, k, k))?;
+        let cols = g.im2col(&values(x)?);
+        let gw = Tensor::from_vec(
+            matmul_by_transpose(&values(&grad)?, &cols, co, ci * k * k),
+            (co, ci, k, k),
+            w.device(),
+        )?;
         let w_mat = w.reshape((co, ci * k * k))?;
         let gcols = w_mat.t()?.matmul(&grad)?;
         let gx = Tensor::from_vec(
