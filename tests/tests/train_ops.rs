@@ -100,3 +100,31 @@ fn upsampling_gradients_match_candle() {
     let got = grads_of(&[&x], &ours, &probe);
     check_close("upsample d/dx", &got[0], &want[0], 1e-6);
 }
+
+#[test]
+fn channel_bias_gradients_match_candle() {
+    let x = var(60, &[3, 4, 5, 6]);
+    // A bias per channel (convolutions) and per sample and channel (time embeddings).
+    for (i, bias_shape, broadcast_shape) in [
+        (0u64, vec![4], vec![1, 4, 1, 1]),
+        (1, vec![3, 4], vec![3, 4, 1, 1]),
+    ] {
+        let b = var(61 + i, &bias_shape);
+        let reference = x
+            .as_tensor()
+            .broadcast_add(&b.as_tensor().reshape(broadcast_shape).unwrap())
+            .unwrap();
+        let ours = ops::add_channel_bias(x.as_tensor(), b.as_tensor()).unwrap();
+        check_close("channel bias", &ours, &reference, 1e-7);
+        let probe = seeded_normal(70 + i, reference.dims(), &Device::Cpu).unwrap();
+        let want = grads_of(&[&x, &b], &reference, &probe);
+        let got = grads_of(&[&x, &b], &ours, &probe);
+        check_close("channel bias d/dx", &got[0], &want[0], 1e-6);
+        check_close("channel bias d/db", &got[1], &want[1], 1e-5);
+    }
+    assert!(ops::add_channel_bias(
+        x.as_tensor(),
+        &Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).unwrap()
+    )
+    .is_err());
+}

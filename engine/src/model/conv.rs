@@ -146,7 +146,8 @@ impl Module for Conv2d {
                 let y = crate::train::ops::conv2d(x, weight, *stride, *padding)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                 match bias {
-                    Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+                    Some(b) => crate::train::ops::add_channel_bias(&y, b)
+                        .map_err(|e| candle_core::Error::Msg(e.to_string())),
                     None => Ok(y),
                 }
             }

@@ -53,11 +53,8 @@ impl ResnetBlock {
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj
-                .forward(&temb.silu()?)?
-                .unsqueeze(D::Minus1)?
-                .unsqueeze(D::Minus1)?;
-            h = h.broadcast_add(&t)?;
+            let t = proj.forward(&temb.silu()?)?;
+            h = crate::train::ops::add_channel_bias(&h, &t)?;
         }
         let h = {
             let normed = self.norm2.forward_silu(&h)?;
