@@ -7,7 +7,7 @@
 //! The model's layers use them only when their weights are being trained on the CPU, so inference
 //! keeps candle's path.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::im2col::ConvGeometry;
@@ -36,7 +36,7 @@ fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 /// im2col with contiguous row copies and one matrix product forward; two matrix products and a
 /// col2im backward.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (co, ci, k, k2) = w.dims4()?;
+    let (_, ci, k, k2) = w.dims4()?;
     let (b, xc, h, wd) = x.dims4()?;
     if k != k2
         || padding + 1 > k
@@ -58,28 +58,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         stride,
         padding,
     };
-    let x = x.contiguous()?;
-    let cols = patch_matrix(&geometry, &x)?;
-    let (oh, ow) = geometry.out_size();
-    let y = w
-        .detach()
-        .reshape((co, ci * k * k))?
-        .matmul(&cols)?
-        .reshape((co, b, oh * ow))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((b, co, oh, ow))?;
-    Ok(x.apply_op3(&w.contiguous()?, &y, ConvWithGrad { geometry })?)
-}
-
-/// `[Ci*k*k, B*Oh*Ow]`, the right operand of the convolution's matrix product.
-fn patch_matrix(g: &ConvGeometry, x: &Tensor) -> candle_core::Result<Tensor> {
-    let (oh, ow) = g.out_size();
-    Tensor::from_vec(
-        g.im2col(&values(x)?),
-        (g.patch_len(), g.batch * oh * ow),
-        x.device(),
-    )
+    Ok(x.contiguous()?
+        .apply_op2(&w.contiguous()?, ConvWithGrad { geometry })?)
 }
 
 /// `a · bᵀ` for row-major `a` `[m, k]` and `b` `[n, k]`, as row-major `[m, n]`: the kernel
@@ -91,7 +71,6 @@ fn matmul_by_transpose(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
     let k = if m == 0 { 0 } else { a.len() / m };
     debug_assert_eq!(b.len(), n * k);
     let mut column_major = vec![0f32; m * n];
-    let threads = candle_core::utils::get_num_threads();
     // SAFETY: the pointers and strides describe the three buffers above, sized m*k, n*k, m*n.
     unsafe {
         gemm::gemm(
@@ -113,11 +92,7 @@ fn matmul_by_transpose(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
             false,
             false,
             false,
-            if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
+            gemm_parallelism(),
         );
     }
     let mut out = vec![0f32; m * n];
@@ -129,37 +104,77 @@ fn matmul_by_transpose(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
     out
 }
 
+fn gemm_parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        threads => gemm::Parallelism::Rayon(threads),
+    }
+}
+
 struct ConvWithGrad {
     geometry: ConvGeometry,
 }
 
-impl CustomOp3 for ConvWithGrad {
+impl CustomOp2 for ConvWithGrad {
     fn name(&self) -> &'static str {
         "conv2d-train"
     }
 
-    /// The value was computed beforehand (the third input); pass it on.
+    /// im2col, then per image one product written straight into the output: `y_b [Co, Oh*Ow] =
+    /// W [Co, Ci*k*k] · patches_b`, computed column-major (`y_bᵀ = patches_bᵀ · Wᵀ`) so gemm reads
+    /// the patches in place.
     fn cpu_fwd(
         &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        y: &CpuStorage,
-        y_layout: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let v = contiguous_f32(y, y_layout)?;
-        Ok((CpuStorage::F32(v.to_vec()), y_layout.shape().clone()))
+        let g = &self.geometry;
+        let x = contiguous_f32(xs, xl)?;
+        let w = contiguous_f32(ws, wl)?;
+        let cols = g.im2col(x);
+        let (oh, ow) = g.out_size();
+        let (pixels, patch) = (oh * ow, g.patch_len());
+        let co = w.len() / patch;
+        let mut out = vec![0f32; g.batch * co * pixels];
+        for (b, y) in out.chunks_mut(co * pixels).enumerate() {
+            // SAFETY: lhs reads patch rows b*pixels.. of `cols` ([patch, batch*pixels]); rhs the
+            // [co, patch] weight; dst the [co, pixels] block of image b.
+            unsafe {
+                gemm::gemm(
+                    pixels,
+                    co,
+                    patch,
+                    y.as_mut_ptr(),
+                    pixels as isize,
+                    1,
+                    false,
+                    cols.as_ptr().add(b * pixels),
+                    (g.batch * pixels) as isize,
+                    1,
+                    w.as_ptr(),
+                    patch as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_parallelism(),
+                );
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.batch, co, oh, ow))))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _precomputed: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = &self.geometry;
         let (co, ci, k, _) = w.dims4()?;
         let (oh, ow) = g.out_size();
@@ -182,7 +197,7 @@ impl CustomOp3 for ConvWithGrad {
             (g.batch, g.channels, g.height, g.width),
             gcols.device(),
         )?;
-        Ok((Some(gx), Some(gw), None))
+        Ok((Some(gx), Some(gw)))
     }
 }
 
