@@ -52,7 +52,8 @@ impl ConvGeometry {
 
     /// Fill `cols` (`[Ci*k*k, B*rows*Ow]`, `rows` a range of output rows) from the contiguous input
     /// `xs`: row (c, ky, kx) holds input channel c shifted by (ky, kx) at every output position in
-    /// the band of every image, zeros where it falls outside.
+    /// the band of every image. `cols` must come zeroed: positions that fall outside the image
+    /// are left as they are.
     pub fn im2col_rows(&self, xs: &[f32], rows: Range<usize>, cols: &mut [f32]) {
         let (oh, ow) = self.out_size();
         let k = self.kernel;
@@ -61,7 +62,6 @@ impl ConvGeometry {
         let n = self.batch * band * ow;
         debug_assert_eq!(cols.len(), self.patch_len() * n);
         parallel_chunks(cols, self.patch_len(), |row, dst| {
-            dst.fill(0.0);
             let (c, ky, kx) = (row / (k * k), (row / k) % k, row % k);
             let xs_range = self.valid_outputs(kx, w, ow);
             let ys = self.valid_outputs(ky, h, oh);
@@ -207,7 +207,7 @@ mod tests {
             while start < oh {
                 let end = (start + 2).min(oh);
                 let n = g.batch * (end - start) * ow;
-                let mut cols = vec![f32::NAN; g.patch_len() * n];
+                let mut cols = vec![0f32; g.patch_len() * n];
                 g.im2col_rows(&xs, start..end, &mut cols);
                 for b in 0..g.batch {
                     for o in 0..c_out {
