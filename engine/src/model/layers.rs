@@ -39,7 +39,7 @@ pub fn linear(w: &Weights, c_in: usize, c_out: usize, bias: bool) -> Result<Line
 }
 
 pub fn group_norm(w: &Weights, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
-    if groups == 0 || channels % groups != 0 {
+    if groups == 0 || !channels.is_multiple_of(groups) {
         return Err(Error::invalid(format!(
             "GroupNorm: {groups} groups do not divide {channels} channels"
         )));

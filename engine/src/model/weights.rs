@@ -96,6 +96,8 @@ pub fn count_parameters(dir: &Path, stem: &str) -> Result<usize> {
     }
 }
 
+// One `Source` per model, never in a collection: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     /// Memory-mapped safetensors files.
     Files {

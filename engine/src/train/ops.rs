@@ -68,7 +68,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
 /// for few channels); asked for a column-major result it reads the patches in place and packs
 /// only the much smaller `grad`.
 fn matmul_by_transpose(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
-    let k = if m == 0 { 0 } else { a.len() / m };
+    let k = a.len().checked_div(m).unwrap_or(0);
     debug_assert_eq!(b.len(), n * k);
     let mut column_major = vec![0f32; m * n];
     // SAFETY: the pointers and strides describe the three buffers above, sized m*k, n*k, m*n.
