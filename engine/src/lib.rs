@@ -11,6 +11,8 @@ pub mod features;
 pub mod io;
 pub mod model;
 pub mod parallel;
+#[cfg(test)]
+mod test_util;
 pub mod train;
 pub mod worker;
 

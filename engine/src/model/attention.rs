@@ -305,14 +305,7 @@ mod tests {
         let whole = chunked_attention(&q, &k, &v, 0.3, usize::MAX).unwrap();
         // 7 queries per chunk: 8 chunks, the last one short.
         let chunked = chunked_attention(&q, &k, &v, 0.3, bh * m * 7).unwrap();
-        let diff = (whole - chunked)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::test_util::max_abs_diff(&whole, &chunked);
         assert!(diff < 1e-6, "{diff}");
     }
 }

@@ -184,6 +184,7 @@ impl Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_abs_diff;
     use candle_core::Device;
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -231,18 +232,11 @@ mod tests {
                     .unwrap();
                     let want = reference.get(i).unwrap();
                     assert_eq!(got.dims(), want.dims(), "k={k} p={p} stride={stride}");
-                    let max = |t: &Tensor| {
-                        t.abs()
-                            .unwrap()
-                            .max_all()
-                            .unwrap()
-                            .to_scalar::<f32>()
-                            .unwrap()
-                    };
                     // Float rounding only: the sums run in another order than candle's.
-                    let diff = max(&(&got - &want).unwrap());
+                    let diff = max_abs_diff(&got, &want);
+                    let scale = max_abs_diff(&want, &want.zeros_like().unwrap());
                     assert!(
-                        diff <= 1e-6 * max(&want),
+                        diff <= 1e-6 * scale,
                         "k={k} p={p} stride={stride} rows={rows_per_band}: max diff {diff}"
                     );
                 }
@@ -264,14 +258,7 @@ mod tests {
             cudnn_fwd_algo: None,
         };
         let theirs = candle_nn::Conv2d::new(weight, Some(bias), config);
-        let diff = (ours.forward(&x).unwrap() - theirs.forward(&x).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap());
         assert!(diff < 1e-5, "max diff {diff}");
     }
 }

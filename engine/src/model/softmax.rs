@@ -150,14 +150,7 @@ mod tests {
         let x = (x * 8.0).unwrap();
         let ours = softmax_last_dim(&x).unwrap();
         let theirs = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        let diff = (ours - &theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::test_util::max_abs_diff(&ours, &theirs);
         assert!(diff < 1e-6, "max diff {diff}");
     }
 }
