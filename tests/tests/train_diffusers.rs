@@ -66,12 +66,44 @@ fn ddim_sampling_matches_diffusers() {
         &model.schedule,
         &r["ddim.noise"],
         5,
+        0.0,
+        &mut |_| panic!("eta 0 draws no noise"),
         &mut |_, _| calls += 1,
     )
     .unwrap();
     assert_eq!(calls, 5);
     let err = relative_error(&sample, &r["ddim.sample"]);
     assert!(err < 1e-4, "relative error {err}");
+}
+
+#[test]
+fn ddim_sampling_with_eta_one_matches_diffusers() {
+    let r = refs();
+    let model = model();
+    let variance_noise = &r["ddim_eta.variance_noise"];
+    let mut drawn = Vec::new();
+    let sample = ddim_sample(
+        &model.unet,
+        &model.schedule,
+        &r["ddim.noise"],
+        5,
+        1.0,
+        &mut |i| {
+            drawn.push(i);
+            Ok(variance_noise.get(i)?)
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    // The last step lands on t = 0, where the posterior has no variance.
+    assert_eq!(drawn, vec![0, 1, 2, 3]);
+    let err = relative_error(&sample, &r["ddim_eta.sample"]);
+    assert!(err < 1e-4, "relative error {err}");
+    let deterministic = relative_error(&sample, &r["ddim.sample"]);
+    assert!(
+        deterministic > 1e-2,
+        "eta 1 changed nothing ({deterministic})"
+    );
 }
 
 #[test]

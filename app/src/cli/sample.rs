@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use diffscope_engine::device::default_device;
-use diffscope_engine::features::recipe::seeded_normal;
+use diffscope_engine::features::recipe::{member_seed, seeded_normal};
 use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::train::ddim::{ddim_sample, image_grid};
 
@@ -21,7 +21,11 @@ pub struct SampleArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Seed of the starting noise.
+    /// DDIM eta: 0 is deterministic DDIM (diffusers' default), 1 adds DDPM's noise at every
+    /// step (better samples from an undertrained model).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Seed of the starting noise (and of the noise eta adds).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Image side in pixels (default: the model's sample_size).
@@ -60,6 +64,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         &model.schedule,
         &noise,
         args.steps,
+        args.eta,
+        // Draw 0 is the starting noise; step i adds draw i + 1.
+        &mut |i| seeded_normal(member_seed(args.seed, i + 1), &shape, &device),
         &mut |i, n| {
             if i % 10 == 0 || i == n {
                 eprintln!("DDIM step {i}/{n}");
@@ -76,9 +83,10 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     grid.save(&args.out)
         .with_context(|| format!("{}: cannot write the grid", args.out.display()))?;
     eprintln!(
-        "{} samples ({size}x{size}, {} DDIM steps, seed {}) in {:.1} s -> {}",
+        "{} samples ({size}x{size}, {} DDIM steps, eta {}, seed {}) in {:.1} s -> {}",
         args.count,
         args.steps,
+        args.eta,
         args.seed,
         started.elapsed().as_secs_f64(),
         args.out.display()

@@ -51,7 +51,8 @@ impl NoiseSource {
     }
 }
 
-fn member_seed(seed: u64, k: usize) -> u64 {
+/// The seed of the k-th draw of a run seeded with `seed` (draw 0 keeps the run's seed).
+pub fn member_seed(seed: u64, k: usize) -> u64 {
     seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 

@@ -1,5 +1,8 @@
-//! DDIM sampling (eta = 0) as diffusers' `DDIMScheduler` does it with its defaults: "leading"
-//! timestep spacing, `steps_offset` 0, `set_alpha_to_one`, the predicted clean image clipped to [-1, 1].
+//! DDIM sampling as diffusers' `DDIMScheduler` does it with its defaults: "leading" timestep
+//! spacing, `steps_offset` 0, `set_alpha_to_one`, the predicted clean image clipped to [-1, 1].
+//! eta 0 is deterministic DDIM; eta 1 adds DDPM's posterior noise at every step, which gives an
+//! undertrained model's samples their colours and shapes back where deterministic DDIM averages
+//! them into grey.
 
 use candle_core::Tensor;
 use image::RgbImage;
@@ -20,15 +23,23 @@ pub fn ddim_timesteps(train_steps: usize, steps: usize) -> Result<Vec<usize>> {
     Ok((0..steps).rev().map(|i| i * ratio).collect())
 }
 
-/// Denoise `noise` (`[B,C,H,W]`, standard normal) into samples in [-1, 1]. `on_step(i, n)` is
-/// called after each of the n steps.
+/// Denoise `noise` (`[B,C,H,W]`, standard normal) into samples in [-1, 1]. With `eta` > 0,
+/// `variance_noise(i)` gives the standard normal noise (shaped like `noise`) added at step i.
+/// `on_step(i, n)` is called after each of the n steps.
 pub fn ddim_sample(
     unet: &UNet,
     schedule: &NoiseSchedule,
     noise: &Tensor,
     steps: usize,
+    eta: f64,
+    variance_noise: &mut dyn FnMut(usize) -> Result<Tensor>,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
+    if !(0.0..=1.0).contains(&eta) {
+        return Err(Error::invalid(format!(
+            "--eta {eta} must be between 0 and 1"
+        )));
+    }
     if schedule.config.prediction_type != "epsilon" {
         return Err(Error::unsupported(format!(
             "sampling a model with prediction_type `{}` (only epsilon)",
@@ -54,7 +65,13 @@ pub fn ddim_sample(
             None => 1.0,
         };
         let x0 = ((&x - (&eps * (1.0 - alpha).sqrt())?)? / alpha.sqrt())?.clamp(-1f32, 1f32)?;
-        x = ((x0 * alpha_prev.sqrt())? + (eps * (1.0 - alpha_prev).sqrt())?)?;
+        // sigma_t of the DDIM paper (eq. 16): eta times the DDPM posterior standard deviation.
+        let std = eta * ((1.0 - alpha_prev) / (1.0 - alpha) * (1.0 - alpha / alpha_prev)).sqrt();
+        let direction = (1.0 - alpha_prev - std * std).max(0.0).sqrt();
+        x = ((x0 * alpha_prev.sqrt())? + (eps * direction)?)?;
+        if std > 0.0 {
+            x = (x + (variance_noise(i)? * std)?)?;
+        }
         on_step(i + 1, steps);
     }
     Ok(x)
