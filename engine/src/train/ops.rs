@@ -25,8 +25,38 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a 
     Ok(&s.as_slice::<f32>()?[start..end])
 }
 
-fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+/// The float32 values of a CPU tensor in row-major order: borrowed from its storage when it is
+/// contiguous (the usual case for activations and gradients), else copied.
+enum F32Values<'a> {
+    Borrowed(candle_core::StorageRef<'a>, std::ops::Range<usize>),
+    Owned(Vec<f32>),
+}
+
+impl std::ops::Deref for F32Values<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            F32Values::Borrowed(storage, range) => match &**storage {
+                candle_core::Storage::Cpu(CpuStorage::F32(v)) => &v[range.clone()],
+                // `values` only borrows float32 CPU storage.
+                _ => &[],
+            },
+            F32Values::Owned(v) => v,
+        }
+    }
+}
+
+fn values(t: &Tensor) -> candle_core::Result<F32Values<'_>> {
+    let (storage, layout) = t.storage_and_layout();
+    let borrowable = matches!(&*storage, candle_core::Storage::Cpu(CpuStorage::F32(_)));
+    match layout.contiguous_offsets() {
+        Some((start, end)) if borrowable => Ok(F32Values::Borrowed(storage, start..end)),
+        _ => {
+            drop(storage);
+            Ok(F32Values::Owned(t.flatten_all()?.to_vec1::<f32>()?))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -62,39 +92,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         .apply_op2(&w.contiguous()?, ConvWithGrad { geometry })?)
 }
 
-/// `a · bᵀ` for row-major `a` `[m, k]` and `b` `[n, k]`, as row-major `[m, n]`: the kernel
-/// gradient, `grad [Co, pixels] · patchesᵀ`, whose reduction runs over every pixel of the batch.
-/// Through candle, gemm would repack the whole patch matrix first (it costs more than the product
-/// for few channels); asked for a column-major result it reads the patches in place and packs
-/// only the much smaller `grad`.
-fn matmul_by_transpose(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
-    let k = a.len().checked_div(m).unwrap_or(0);
-    debug_assert_eq!(b.len(), n * k);
-    let mut column_major = vec![0f32; m * n];
-    // SAFETY: the pointers and strides describe the three buffers above, sized m*k, n*k, m*n.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            column_major.as_mut_ptr(),
-            m as isize,
-            1,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm_parallelism(),
-        );
-    }
+/// A column-major `[m, n]` matrix in row-major order. gemm writes the kernel gradient
+/// column-major so that it reads the patch matrix in place and packs only the smaller gradient.
+fn row_major(column_major: &[f32], m: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -168,6 +168,9 @@ impl CustomOp2 for ConvWithGrad {
         Ok((CpuStorage::F32(out), Shape::from((g.batch, co, oh, ow))))
     }
 
+    /// Per image, straight from the batch-major gradient (no transposed copy): the kernel
+    /// gradient accumulates `grad_b · patches_bᵀ`, the patch gradient `Wᵀ · grad_b` lands in its
+    /// column block, and col2im turns the patch gradient into the input's.
     fn bwd(
         &self,
         x: &Tensor,
@@ -178,24 +181,74 @@ impl CustomOp2 for ConvWithGrad {
         let g = &self.geometry;
         let (co, ci, k, _) = w.dims4()?;
         let (oh, ow) = g.out_size();
-        // [Co, B*Oh*Ow], the layout of the forward's matrix product.
-        let grad = grad
-            .reshape((g.batch, co, oh * ow))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((co, g.batch * oh * ow))?;
+        let (pixels, patch) = (oh * ow, ci * k * k);
+        let all = g.batch * pixels;
         let cols = g.im2col(&values(x)?);
+        let (grad, w_values) = (values(grad)?, values(w)?);
+        let mut gw_column_major = vec![0f32; co * patch];
+        let mut gcols = vec![0f32; patch * all];
+        for b in 0..g.batch {
+            let grad_b = &grad[b * co * pixels..(b + 1) * co * pixels];
+            // SAFETY: dst [co, patch] column-major; lhs grad_b [co, pixels] row-major;
+            // rhs the transpose of patch rows b*pixels.. of `cols` ([patch, all]).
+            unsafe {
+                gemm::gemm(
+                    co,
+                    patch,
+                    pixels,
+                    gw_column_major.as_mut_ptr(),
+                    co as isize,
+                    1,
+                    b > 0,
+                    grad_b.as_ptr(),
+                    1,
+                    pixels as isize,
+                    cols.as_ptr().add(b * pixels),
+                    all as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_parallelism(),
+                );
+            }
+            // SAFETY: dst the [patch, pixels] block of image b in `gcols` ([patch, all]);
+            // lhs Wᵀ ([patch, co], read from the row-major [co, patch] weight); rhs grad_b.
+            unsafe {
+                gemm::gemm(
+                    patch,
+                    pixels,
+                    co,
+                    gcols.as_mut_ptr().add(b * pixels),
+                    1,
+                    all as isize,
+                    false,
+                    w_values.as_ptr(),
+                    patch as isize,
+                    1,
+                    grad_b.as_ptr(),
+                    1,
+                    pixels as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_parallelism(),
+                );
+            }
+        }
         let gw = Tensor::from_vec(
-            matmul_by_transpose(&values(&grad)?, &cols, co, ci * k * k),
+            row_major(&gw_column_major, co, patch),
             (co, ci, k, k),
             w.device(),
         )?;
-        let w_mat = w.reshape((co, ci * k * k))?;
-        let gcols = w_mat.t()?.matmul(&grad)?;
         let gx = Tensor::from_vec(
-            g.col2im(&values(&gcols)?),
+            g.col2im(&gcols),
             (g.batch, g.channels, g.height, g.width),
-            gcols.device(),
+            x.device(),
         )?;
         Ok((Some(gx), Some(gw)))
     }
