@@ -1,11 +1,34 @@
 //! Splitting CPU loops over the cores candle uses (its thread count), for the hand-written
 //! kernels of inference and training.
 
+use std::cell::Cell;
 use std::ops::Range;
+
+thread_local! {
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with this thread's kernels single-threaded: for work that is already split across
+/// the cores at a coarser grain (a training batch split into one shard per core).
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let result = f();
+    SERIAL.with(|s| s.set(before));
+    result
+}
+
+/// The threads a kernel on this thread may use: candle's thread count, or 1 inside `serial`.
+pub fn threads() -> usize {
+    if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        candle_core::utils::get_num_threads()
+    }
+}
 
 /// Run `work(range)` over `0..n`, split into one contiguous range per thread.
 pub fn parallel_for(n: usize, work: impl Fn(Range<usize>) + Sync) {
-    let threads = candle_core::utils::get_num_threads().min(n.max(1));
+    let threads = threads().min(n.max(1));
     if threads <= 1 {
         work(0..n);
         return;
@@ -26,7 +49,7 @@ pub fn parallel_chunks(out: &mut [f32], n: usize, fill: impl Fn(usize, &mut [f32
         return;
     }
     let len = out.len() / n;
-    let threads = candle_core::utils::get_num_threads().min(n);
+    let threads = threads().min(n);
     if threads <= 1 {
         for (i, chunk) in out.chunks_mut(len).enumerate() {
             fill(i, chunk);

@@ -145,6 +145,49 @@ fn training_lowers_the_denoising_loss() {
 }
 
 #[test]
+fn a_batch_split_into_shards_has_the_whole_batchs_loss_and_gradients() {
+    let TinyRun {
+        _tmp, mut trainer, ..
+    } = tiny_run(6, None);
+    for _ in 0..2 {
+        trainer.step().unwrap();
+    }
+    trainer.set_shards(1);
+    let (whole_loss, whole) = trainer.next_gradients().unwrap();
+    // Against the largest gradient: some are zero in exact arithmetic (an attention key bias,
+    // a bias before a one-channel group norm) and only float noise either way.
+    let scale = whole
+        .values()
+        .map(|g| {
+            g.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .fold(0f32, f32::max);
+    assert!(scale > 0.0);
+    // Batch 4: 2 + 2 images, and 2 + 2 again for 3 shards (the last takes what is left).
+    for shards in [2, 3, 4] {
+        trainer.set_shards(shards);
+        let (loss, grads) = trainer.next_gradients().unwrap();
+        assert!(
+            (loss - whole_loss).abs() <= 1e-6 * whole_loss,
+            "{shards} shards: loss {loss} vs {whole_loss}"
+        );
+        assert_eq!(grads.len(), whole.len());
+        for (name, g) in &whole {
+            let diff = max_abs_diff(&grads[name], g);
+            assert!(
+                diff <= 1e-5 * scale,
+                "{shards} shards: gradient of {name} differs by {diff} (largest gradient {scale})"
+            );
+        }
+    }
+}
+
+#[test]
 fn checkpoints_reload_bit_identically_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

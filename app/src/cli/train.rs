@@ -134,6 +134,7 @@ fn config_from(args: &TrainArgs, base: Option<&TrainConfig>) -> anyhow::Result<T
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     diffscope_engine::train::keep_freed_memory();
+    diffscope_engine::train::inline_candle_elementwise();
     let device = default_device()?;
     let started = Instant::now();
     let dataset = ImageDataset::load(&args.data)?;

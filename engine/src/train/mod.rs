@@ -24,3 +24,14 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
     }
 }
+
+/// Keep candle's element-wise kernels on the calling thread, unless the user set
+/// `CANDLE_NUM_THREADS`. Training splits each batch into one shard per core itself
+/// (`Trainer::step`), and candle's kernel pool admits one caller at a time, so the shards would
+/// queue for it. Must run before candle's first element-wise op. Measured on the default model,
+/// 2 cores, batch 16: 16.0 -> 26.1 images/s.
+pub fn inline_candle_elementwise() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}

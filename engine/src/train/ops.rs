@@ -105,7 +105,7 @@ fn row_major(column_major: &[f32], m: usize, n: usize) -> Vec<f32> {
 }
 
 fn gemm_parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
+    match crate::parallel::threads() {
         0 | 1 => gemm::Parallelism::None,
         threads => gemm::Parallelism::Rayon(threads),
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -109,6 +110,8 @@ pub struct Trainer {
     optimizer: AdamW,
     ema: Option<Ema>,
     device: Device,
+    /// Shards a CPU batch is split into; 0: one per core.
+    shards: usize,
 }
 
 impl Trainer {
@@ -236,7 +239,14 @@ impl Trainer {
             optimizer,
             ema,
             device: device.clone(),
+            shards: 0,
         })
+    }
+
+    /// Split each CPU batch into `shards` parts run on their own threads (0: one per core). The
+    /// result is the same up to the order of float sums.
+    pub fn set_shards(&mut self, shards: usize) {
+        self.shards = shards;
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -279,19 +289,39 @@ impl Trainer {
             .ok_or_else(|| Error::invalid("the UNet produced no output"))
     }
 
-    /// One optimizer step on the next batch.
-    pub fn step(&mut self) -> Result<StepReport> {
-        let batch = self.config.batch_size;
-        let indices = self.order.indices(self.step, batch);
+    /// The next step's images, noise and timesteps.
+    fn next_batch(&mut self) -> Result<(Tensor, Tensor, Vec<usize>)> {
+        let indices = self.order.indices(self.step, self.config.batch_size);
         let clean = self.dataset.batch(&indices, &self.device)?;
         let seed = self.config.seed
             ^ 0xD1FF_5C0F_E000_0000
             ^ (self.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let (noise, timesteps) =
             draw_noise(seed, self.schedule.steps(), clean.dims(), &self.device)?;
-        let predicted = self.predict(&self.add_noise(&clean, &noise, &timesteps)?, &timesteps)?;
-        let loss = (predicted - &noise)?.sqr()?.mean_all()?;
-        let grads = loss.backward()?;
+        Ok((clean, noise, timesteps))
+    }
+
+    /// The loss and the gradients, by diffusers name, that the next step will take. Changes
+    /// nothing.
+    pub fn next_gradients(&mut self) -> Result<(f32, BTreeMap<String, Tensor>)> {
+        let (clean, noise, timesteps) = self.next_batch()?;
+        let (loss, grads) = self.loss_and_gradients(&clean, &noise, &timesteps)?;
+        let by_name = self
+            .params
+            .iter()
+            .filter_map(|(name, var)| {
+                grads
+                    .get(var.as_tensor())
+                    .map(|g| (name.clone(), g.clone()))
+            })
+            .collect();
+        Ok((loss, by_name))
+    }
+
+    /// One optimizer step on the next batch.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let (clean, noise, timesteps) = self.next_batch()?;
+        let (loss, grads) = self.loss_and_gradients(&clean, &noise, &timesteps)?;
         let grad_norm = gradient_norm(&self.params, &grads)?;
         let max = self.config.max_grad_norm;
         let scale = if max > 0.0 && grad_norm > max {
@@ -307,10 +337,80 @@ impl Trainer {
         self.step += 1;
         Ok(StepReport {
             step: self.step,
-            loss: loss.to_scalar::<f32>()?,
+            loss,
             grad_norm,
             learning_rate: lr,
         })
+    }
+
+    /// The batch's mean squared noise-prediction error and its gradients. On the CPU the batch is
+    /// split into one shard per core, each run forward and backward on its own thread with
+    /// single-threaded kernels, and the shards' gradients summed: the step's many small ops
+    /// scale poorly across cores, whole shards do. Each shard's loss is its squared error over
+    /// the whole batch's element count, so the sums are the full batch's mean and gradients.
+    fn loss_and_gradients(
+        &self,
+        clean: &Tensor,
+        noise: &Tensor,
+        timesteps: &[usize],
+    ) -> Result<(f32, GradStore)> {
+        let batch = timesteps.len();
+        let elements = noise.elem_count() as f64;
+        let shard = |range: std::ops::Range<usize>| -> Result<(f32, GradStore)> {
+            let (start, n) = (range.start, range.len());
+            let (clean, noise) = (clean.narrow(0, start, n)?, noise.narrow(0, start, n)?);
+            let timesteps = &timesteps[range];
+            let predicted = self.predict(&self.add_noise(&clean, &noise, timesteps)?, timesteps)?;
+            let loss = ((predicted - &noise)?.sqr()?.sum_all()? / elements)?;
+            let grads = loss.backward()?;
+            Ok((loss.to_scalar::<f32>()?, grads))
+        };
+        let shards = match self.shards {
+            _ if !self.device.is_cpu() => 1,
+            0 => crate::parallel::threads().min(batch),
+            n => n.min(batch),
+        };
+        if shards <= 1 {
+            return shard(0..batch);
+        }
+        let per = batch.div_ceil(shards);
+        let results: Vec<Result<(f32, GradStore)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..batch)
+                .step_by(per)
+                .map(|start| {
+                    let shard = &shard;
+                    let range = start..(start + per).min(batch);
+                    scope.spawn(move || crate::parallel::serial(|| shard(range)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::invalid("a training shard panicked")))
+                })
+                .collect()
+        });
+        let mut total: Option<(f32, GradStore)> = None;
+        for result in results {
+            let (loss, grads) = result?;
+            total = Some(match total {
+                None => (loss, grads),
+                Some((sum, mut summed)) => {
+                    for (_, var) in &self.params {
+                        if let Some(g) = grads.get(var.as_tensor()) {
+                            let added = match summed.get(var.as_tensor()) {
+                                Some(have) => (have + g)?,
+                                None => g.clone(),
+                            };
+                            summed.insert(var.as_tensor(), added);
+                        }
+                    }
+                    (sum + loss, summed)
+                }
+            });
+        }
+        total.ok_or_else(|| Error::invalid("an empty training batch"))
     }
 
     /// `sqrt(ab[t]) x + sqrt(1 - ab[t]) noise` with each sample's own t (diffusers' `add_noise`).
