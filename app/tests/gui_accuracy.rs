@@ -153,10 +153,8 @@ fn a_click_on_a_source_keypoint_lands_on_the_target_keypoint() {
     // bundled model's features do not tell a symmetric creature's sides apart, DIFT's known
     // weakness; the twin is accepted, anything else is a miss.
     let lateral = pair.shared.iter().find_map(|(id, &(source, target))| {
-        let twin_id = names
-            .iter()
-            .find(|(_, n)| Some(n.as_str()) == twin(&name_of(id)).as_deref())?
-            .0;
+        let twin_name = twin(&name_of(id))?;
+        let twin_id = names.iter().find(|(_, n)| **n == twin_name)?.0;
         let twin_target = pair.shared.get(twin_id)?.1;
         Some((name_of(id), source, target, twin_target))
     });

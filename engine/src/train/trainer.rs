@@ -391,26 +391,24 @@ impl Trainer {
                 })
                 .collect()
         });
-        let mut total: Option<(f32, GradStore)> = None;
+        let mut results = results.into_iter();
+        let (mut loss, mut summed) = results
+            .next()
+            .ok_or_else(|| Error::invalid("an empty training batch"))??;
         for result in results {
-            let (loss, grads) = result?;
-            total = Some(match total {
-                None => (loss, grads),
-                Some((sum, mut summed)) => {
-                    for (_, var) in &self.params {
-                        if let Some(g) = grads.get(var.as_tensor()) {
-                            let added = match summed.get(var.as_tensor()) {
-                                Some(have) => (have + g)?,
-                                None => g.clone(),
-                            };
-                            summed.insert(var.as_tensor(), added);
-                        }
-                    }
-                    (sum + loss, summed)
+            let (shard_loss, grads) = result?;
+            loss += shard_loss;
+            for (_, var) in &self.params {
+                if let Some(g) = grads.get(var.as_tensor()) {
+                    let added = match summed.get(var.as_tensor()) {
+                        Some(have) => (have + g)?,
+                        None => g.clone(),
+                    };
+                    summed.insert(var.as_tensor(), added);
                 }
-            });
+            }
         }
-        total.ok_or_else(|| Error::invalid("an empty training batch"))
+        Ok((loss, summed))
     }
 
     /// `sqrt(ab[t]) x + sqrt(1 - ab[t]) noise` with each sample's own t (diffusers' `add_noise`).
