@@ -62,7 +62,15 @@ fn convolution_gradients_match_candle() {
 
 #[test]
 fn group_norm_gradients_match_candle() {
-    for (i, &(c, groups)) in [(8usize, 4usize), (6, 1), (4, 4)].iter().enumerate() {
+    // Each case plain and fused with the SiLU that follows most of the UNet's norms.
+    let cases = [(8usize, 4usize), (6, 1), (4, 4)];
+    for (i, &((c, groups), silu)) in cases
+        .iter()
+        .flat_map(|case| [(*case, false), (*case, true)])
+        .collect::<Vec<_>>()
+        .iter()
+        .enumerate()
+    {
         let x = var(40 + i as u64, &[3, c, 5, 7]);
         // Shift and scale so the normalisation has work to do.
         let shifted = ((x.as_tensor() * 3.0).unwrap() + 2.0).unwrap();
@@ -76,9 +84,13 @@ fn group_norm_gradients_match_candle() {
             1e-5,
         )
         .unwrap();
-        let reference = norm.forward(&shifted).unwrap();
-        let ours = ops::group_norm(&shifted, w.as_tensor(), b.as_tensor(), groups, 1e-5).unwrap();
-        let what = format!("group norm case {i}");
+        let mut reference = norm.forward(&shifted).unwrap();
+        if silu {
+            reference = reference.silu().unwrap();
+        }
+        let ours =
+            ops::group_norm(&shifted, w.as_tensor(), b.as_tensor(), groups, 1e-5, silu).unwrap();
+        let what = format!("group norm case {i} (silu {silu})");
         check_close(&what, &ours, &reference, 1e-5);
         let probe = seeded_normal(70 + i as u64, reference.dims(), &Device::Cpu).unwrap();
         let want = grads_of(&[&x, &w, &b], &reference, &probe);

@@ -48,15 +48,16 @@ impl GroupNorm {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
+        silu: bool,
     ) -> candle_core::Result<Tensor> {
-        crate::train::ops::group_norm(x, weight, bias, self.fused.groups, self.fused.eps)
+        crate::train::ops::group_norm(x, weight, bias, self.fused.groups, self.fused.eps, silu)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 
     /// `silu(group_norm(x))`.
     pub fn forward_silu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Some((w, b)) = &self.training {
-            return self.forward_training(x, w, b)?.silu();
+            return self.forward_training(x, w, b, true);
         }
         if Self::fusable(x) {
             let op = FusedGroupNorm {
@@ -77,7 +78,7 @@ impl GroupNorm {
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Some((w, b)) = &self.training {
-            return self.forward_training(x, w, b);
+            return self.forward_training(x, w, b, false);
         }
         if Self::fusable(x) {
             x.contiguous()?.apply_op1_no_bwd(&self.fused)

@@ -1,7 +1,7 @@
 //! im2col and its adjoint for square-kernel 2-D convolutions on the CPU. A convolution becomes
 //! one matrix product: the weight `[Co, Ci*k*k]` (PyTorch's layout, flattened) times the patch
 //! matrix `[Ci*k*k, pixels]`. Inference builds it for a band of output rows at a time (bounded
-//! memory); training for the whole batch, and sums gradients back with [`ConvGeometry::col2im`].
+//! memory); training one image at a time, and sums gradients back with [`ConvGeometry::col2im_add`].
 
 use std::ops::Range;
 
@@ -87,6 +87,16 @@ impl ConvGeometry {
         });
     }
 
+    /// The same convolution over one image of the batch.
+    pub fn one_image(&self) -> ConvGeometry {
+        ConvGeometry { batch: 1, ..*self }
+    }
+
+    /// Values of one input image, `C*H*W`.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
     /// `[Ci*k*k, B*Oh*Ow]` for the whole output.
     pub fn im2col(&self, xs: &[f32]) -> Vec<f32> {
         let (oh, ow) = self.out_size();
@@ -96,13 +106,13 @@ impl ConvGeometry {
     }
 
     /// The adjoint of [`Self::im2col`]: sum each column entry back into the input position it
-    /// came from. Returns `[B,C,H,W]` values.
-    pub fn col2im(&self, cs: &[f32]) -> Vec<f32> {
+    /// came from, adding to `out` (`[B,C,H,W]` values).
+    pub fn col2im_add(&self, cs: &[f32], out: &mut [f32]) {
         let (oh, ow) = self.out_size();
         let k = self.kernel;
         let (h, w, s, p) = (self.height, self.width, self.stride, self.padding);
         let n = self.batch * oh * ow;
-        let mut out = vec![0f32; self.batch * self.channels * h * w];
+        debug_assert_eq!(out.len(), self.batch * self.image_len());
         let out_ptr = SharedSlice(out.as_mut_ptr());
         parallel_for(self.channels, |channels| {
             for c in channels {
@@ -116,6 +126,21 @@ impl ConvGeometry {
                             for oy in ys_range.clone() {
                                 let iy = oy * s + ky - p;
                                 let src = &row[(b * oh + oy) * ow..][..ow];
+                                let (lo, hi) = (xs_range.start, xs_range.end);
+                                if s == 1 && lo < hi {
+                                    // SAFETY: channel c's planes are written only by this
+                                    // worker; columns lo+kx-p..hi+kx-p lie inside row iy.
+                                    let dst = unsafe {
+                                        std::slice::from_raw_parts_mut(
+                                            out_ptr.at(plane + iy * w + lo + kx - p),
+                                            hi - lo,
+                                        )
+                                    };
+                                    for (d, v) in dst.iter_mut().zip(&src[lo..hi]) {
+                                        *d += v;
+                                    }
+                                    continue;
+                                }
                                 for ox in xs_range.clone() {
                                     let ix = ox * s + kx - p;
                                     // SAFETY: channel c's planes are written only by this worker.
@@ -127,6 +152,12 @@ impl ConvGeometry {
                 }
             }
         });
+    }
+
+    /// [`Self::col2im_add`] into zeros.
+    pub fn col2im(&self, cs: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.batch * self.image_len()];
+        self.col2im_add(cs, &mut out);
         out
     }
 }

@@ -115,14 +115,30 @@ struct ConvWithGrad {
     geometry: ConvGeometry,
 }
 
+/// One image's patch matrix `[Ci*k*k, Oh*Ow]`: the image itself for a 1x1 convolution with
+/// stride 1, otherwise im2col into `buffer`. The buffer is reused image after image without
+/// clearing: im2col writes the same positions every time and the padding stays zero.
+fn image_patches<'a>(image: &ConvGeometry, x_b: &'a [f32], buffer: &'a mut Vec<f32>) -> &'a [f32] {
+    if image.kernel == 1 && image.stride == 1 && image.padding == 0 {
+        return x_b;
+    }
+    let (oh, ow) = image.out_size();
+    if buffer.is_empty() {
+        *buffer = vec![0f32; image.patch_len() * oh * ow];
+    }
+    image.im2col_rows(x_b, 0..oh, buffer);
+    buffer
+}
+
 impl CustomOp2 for ConvWithGrad {
     fn name(&self) -> &'static str {
         "conv2d-train"
     }
 
-    /// im2col, then per image one product written straight into the output: `y_b [Co, Oh*Ow] =
-    /// W [Co, Ci*k*k] · patches_b`, computed column-major (`y_bᵀ = patches_bᵀ · Wᵀ`) so gemm reads
-    /// the patches in place.
+    /// Per image, im2col into one reused buffer (no batch-sized patch matrix to fault in), then
+    /// one product written straight into the output: `y_b [Co, Oh*Ow] = W [Co, Ci*k*k] ·
+    /// patches_b`, computed column-major (`y_bᵀ = patches_bᵀ · Wᵀ`) so gemm reads the patches in
+    /// place.
     fn cpu_fwd(
         &self,
         xs: &CpuStorage,
@@ -131,16 +147,18 @@ impl CustomOp2 for ConvWithGrad {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
+        let image = g.one_image();
         let x = contiguous_f32(xs, xl)?;
         let w = contiguous_f32(ws, wl)?;
-        let cols = g.im2col(x);
         let (oh, ow) = g.out_size();
         let (pixels, patch) = (oh * ow, g.patch_len());
         let co = w.len() / patch;
         let mut out = vec![0f32; g.batch * co * pixels];
-        for (b, y) in out.chunks_mut(co * pixels).enumerate() {
-            // SAFETY: lhs reads patch rows b*pixels.. of `cols` ([patch, batch*pixels]); rhs the
-            // [co, patch] weight; dst the [co, pixels] block of image b.
+        let mut buffer = Vec::new();
+        for (x_b, y) in x.chunks(g.image_len()).zip(out.chunks_mut(co * pixels)) {
+            let cols = image_patches(&image, x_b, &mut buffer);
+            // SAFETY: lhs the [patch, pixels] patches of the image; rhs the [co, patch] weight;
+            // dst the [co, pixels] block of the image.
             unsafe {
                 gemm::gemm(
                     pixels,
@@ -150,8 +168,8 @@ impl CustomOp2 for ConvWithGrad {
                     pixels as isize,
                     1,
                     false,
-                    cols.as_ptr().add(b * pixels),
-                    (g.batch * pixels) as isize,
+                    cols.as_ptr(),
+                    pixels as isize,
                     1,
                     w.as_ptr(),
                     patch as isize,
@@ -168,9 +186,10 @@ impl CustomOp2 for ConvWithGrad {
         Ok((CpuStorage::F32(out), Shape::from((g.batch, co, oh, ow))))
     }
 
-    /// Per image, straight from the batch-major gradient (no transposed copy): the kernel
-    /// gradient accumulates `grad_b · patches_bᵀ`, the patch gradient `Wᵀ · grad_b` lands in its
-    /// column block, and col2im turns the patch gradient into the input's.
+    /// Per image, straight from the batch-major gradient (no transposed copy), with the image's
+    /// patches rebuilt in a reused buffer: the kernel gradient accumulates `grad_b · patches_bᵀ`,
+    /// the patch gradient `Wᵀ · grad_b` goes to a reused buffer, and col2im adds it into the
+    /// image's input gradient.
     fn bwd(
         &self,
         x: &Tensor,
@@ -179,18 +198,23 @@ impl CustomOp2 for ConvWithGrad {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = &self.geometry;
+        let image = g.one_image();
         let (co, ci, k, _) = w.dims4()?;
         let (oh, ow) = g.out_size();
         let (pixels, patch) = (oh * ow, ci * k * k);
-        let all = g.batch * pixels;
-        let cols = g.im2col(&values(x)?);
-        let (grad, w_values) = (values(grad)?, values(w)?);
+        let (x_values, grad, w_values) = (values(x)?, values(grad)?, values(w)?);
         let mut gw_column_major = vec![0f32; co * patch];
-        let mut gcols = vec![0f32; patch * all];
-        for b in 0..g.batch {
-            let grad_b = &grad[b * co * pixels..(b + 1) * co * pixels];
+        let mut gx = vec![0f32; g.batch * g.image_len()];
+        let mut buffer = Vec::new();
+        let mut gcols = vec![0f32; patch * pixels];
+        for (b, (x_b, grad_b)) in x_values
+            .chunks(g.image_len())
+            .zip(grad.chunks(co * pixels))
+            .enumerate()
+        {
+            let cols = image_patches(&image, x_b, &mut buffer);
             // SAFETY: dst [co, patch] column-major; lhs grad_b [co, pixels] row-major;
-            // rhs the transpose of patch rows b*pixels.. of `cols` ([patch, all]).
+            // rhs the transpose of the image's [patch, pixels] patches.
             unsafe {
                 gemm::gemm(
                     co,
@@ -203,8 +227,8 @@ impl CustomOp2 for ConvWithGrad {
                     grad_b.as_ptr(),
                     1,
                     pixels as isize,
-                    cols.as_ptr().add(b * pixels),
-                    all as isize,
+                    cols.as_ptr(),
+                    pixels as isize,
                     1,
                     1.0,
                     1.0,
@@ -214,16 +238,16 @@ impl CustomOp2 for ConvWithGrad {
                     gemm_parallelism(),
                 );
             }
-            // SAFETY: dst the [patch, pixels] block of image b in `gcols` ([patch, all]);
-            // lhs Wᵀ ([patch, co], read from the row-major [co, patch] weight); rhs grad_b.
+            // SAFETY: dst the image's [patch, pixels] patch gradient; lhs Wᵀ ([patch, co], read
+            // from the row-major [co, patch] weight); rhs grad_b.
             unsafe {
                 gemm::gemm(
                     patch,
                     pixels,
                     co,
-                    gcols.as_mut_ptr().add(b * pixels),
+                    gcols.as_mut_ptr(),
                     1,
-                    all as isize,
+                    pixels as isize,
                     false,
                     w_values.as_ptr(),
                     patch as isize,
@@ -239,17 +263,14 @@ impl CustomOp2 for ConvWithGrad {
                     gemm_parallelism(),
                 );
             }
+            image.col2im_add(&gcols, &mut gx[b * g.image_len()..][..g.image_len()]);
         }
         let gw = Tensor::from_vec(
             row_major(&gw_column_major, co, patch),
             (co, ci, k, k),
             w.device(),
         )?;
-        let gx = Tensor::from_vec(
-            g.col2im(&gcols),
-            (g.batch, g.channels, g.height, g.width),
-            x.device(),
-        )?;
+        let gx = Tensor::from_vec(gx, (g.batch, g.channels, g.height, g.width), x.device())?;
         Ok((Some(gx), Some(gw)))
     }
 }
@@ -258,13 +279,15 @@ impl CustomOp2 for ConvWithGrad {
 // Group norm
 
 /// `GroupNorm(groups, eps)` with a per-channel affine `weight`, `bias`, as PyTorch defines it
-/// (biased variance), differentiable in all three inputs.
+/// (biased variance), differentiable in all three inputs; followed by SiLU when `silu` (fused:
+/// one pass forward and backward instead of candle's chain of element-wise ops for SiLU).
 pub fn group_norm(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     groups: usize,
     eps: f64,
+    silu: bool,
 ) -> Result<Tensor> {
     let c = x.dim(1)?;
     if groups == 0 || !c.is_multiple_of(groups) {
@@ -275,13 +298,18 @@ pub fn group_norm(
     Ok(x.contiguous()?.apply_op3(
         &weight.contiguous()?,
         &bias.contiguous()?,
-        GroupNormOp { groups, eps },
+        GroupNormOp { groups, eps, silu },
     )?)
 }
 
 struct GroupNormOp {
     groups: usize,
     eps: f64,
+    silu: bool,
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
 }
 
 impl GroupNormOp {
@@ -305,7 +333,11 @@ impl GroupNormOp {
 
 impl CustomOp3 for GroupNormOp {
     fn name(&self) -> &'static str {
-        "group-norm-train"
+        if self.silu {
+            "group-norm-silu-train"
+        } else {
+            "group-norm-train"
+        }
     }
 
     fn cpu_fwd(
@@ -330,11 +362,18 @@ impl CustomOp3 for GroupNormOp {
             for ch in 0..cg {
                 let channel = g * cg + ch;
                 let (scale, shift) = (w[channel] * rstd, b[channel] - mean * rstd * w[channel]);
-                for (d, &s) in dst[ch * hw..(ch + 1) * hw]
+                let pairs = dst[ch * hw..(ch + 1) * hw]
                     .iter_mut()
-                    .zip(&src[ch * hw..(ch + 1) * hw])
-                {
-                    *d = s * scale + shift;
+                    .zip(&src[ch * hw..(ch + 1) * hw]);
+                if self.silu {
+                    for (d, &s) in pairs {
+                        let y = s * scale + shift;
+                        *d = y * sigmoid(y);
+                    }
+                } else {
+                    for (d, &s) in pairs {
+                        *d = s * scale + shift;
+                    }
                 }
             }
         });
@@ -345,7 +384,7 @@ impl CustomOp3 for GroupNormOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -353,6 +392,7 @@ impl CustomOp3 for GroupNormOp {
         let cg = c / self.groups;
         let xs = values(x)?;
         let ws = values(w)?;
+        let bs = values(b)?;
         let gs = values(grad)?;
         let mut gx = vec![0f32; xs.len()];
         let groups = batch * self.groups;
@@ -363,12 +403,26 @@ impl CustomOp3 for GroupNormOp {
             let gx_ptr = SharedSlice(gx.as_mut_ptr());
             parallel_for(groups, |range| {
                 let mut local = vec![0f32; cg * 2];
+                // The gradient at the norm's output: through SiLU when fused.
+                let mut dy_norm = vec![0f32; if self.silu { cg * hw } else { 0 }];
                 for i in range {
                     let g = i % self.groups;
                     let lo = i * cg * hw;
                     let src = &xs[lo..lo + cg * hw];
-                    let dy = &gs[lo..lo + cg * hw];
                     let (mean, rstd) = self.stats(src);
+                    let dy = if self.silu {
+                        for ch in 0..cg {
+                            let (wc, bc) = (ws[g * cg + ch], bs[g * cg + ch]);
+                            for j in ch * hw..(ch + 1) * hw {
+                                let y = (src[j] - mean) * rstd * wc + bc;
+                                let s = sigmoid(y);
+                                dy_norm[j] = gs[lo + j] * s * (1.0 + y * (1.0 - s));
+                            }
+                        }
+                        &dy_norm[..]
+                    } else {
+                        &gs[lo..lo + cg * hw]
+                    };
                     // Sums over the group of dxhat and dxhat * xhat (dxhat = dy * weight).
                     let (mut s1, mut s2) = (0f64, 0f64);
                     for ch in 0..cg {
