@@ -322,13 +322,49 @@ impl GroupNormOp {
         Ok((dims[0], dims[1], dims[2..].iter().product()))
     }
 
-    /// Mean and 1/std of one group's values.
-    fn stats(&self, v: &[f32]) -> (f32, f32) {
+    /// Mean and 1/std of one group's values (`cg` channel rows of `hw`).
+    fn stats(&self, v: &[f32], hw: usize) -> (f32, f32) {
         let n = v.len() as f64;
-        let mean = v.iter().map(|&a| a as f64).sum::<f64>() / n;
-        let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
-        (mean as f32, (1.0 / (var + self.eps).sqrt()) as f32)
+        let mean = v.chunks(hw).map(lane_sum).sum::<f64>() / n;
+        let m = mean as f32;
+        let var = v
+            .chunks(hw)
+            .map(|row| lane_sums(row, row, |a, _| ((a - m) * (a - m), 0.0)).0)
+            .sum::<f64>()
+            / n;
+        (m, (1.0 / (var + self.eps).sqrt()) as f32)
     }
+}
+
+/// Sum of `v`, in 16 f32 lanes (they vectorize) totalled in f64.
+fn lane_sum(v: &[f32]) -> f64 {
+    lane_sums(v, v, |a, _| (a, 0.0)).0
+}
+
+/// The two sums `Σ f(a_j, b_j)` over equal-length slices, in 16 f32 lanes each (they
+/// vectorize) totalled in f64.
+fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
+    const LANES: usize = 16;
+    let (mut first, mut second) = ([0f32; LANES], [0f32; LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..LANES {
+            let (u, v) = f(xa[l], xb[l]);
+            first[l] += u;
+            second[l] += v;
+        }
+    }
+    let mut total = (
+        first.iter().map(|&v| v as f64).sum::<f64>(),
+        second.iter().map(|&v| v as f64).sum::<f64>(),
+    );
+    for (&xa, &xb) in ra.iter().zip(rb) {
+        let (u, v) = f(xa, xb);
+        total.0 += u as f64;
+        total.1 += v as f64;
+    }
+    total
 }
 
 impl CustomOp3 for GroupNormOp {
@@ -358,7 +394,7 @@ impl CustomOp3 for GroupNormOp {
         parallel_chunks(&mut out, batch * self.groups, |i, dst| {
             let g = i % self.groups;
             let src = &x[i * cg * hw..(i + 1) * cg * hw];
-            let (mean, rstd) = self.stats(src);
+            let (mean, rstd) = self.stats(src, hw);
             for ch in 0..cg {
                 let channel = g * cg + ch;
                 let (scale, shift) = (w[channel] * rstd, b[channel] - mean * rstd * w[channel]);
@@ -409,14 +445,19 @@ impl CustomOp3 for GroupNormOp {
                     let g = i % self.groups;
                     let lo = i * cg * hw;
                     let src = &xs[lo..lo + cg * hw];
-                    let (mean, rstd) = self.stats(src);
+                    let (mean, rstd) = self.stats(src, hw);
                     let dy = if self.silu {
                         for ch in 0..cg {
                             let (wc, bc) = (ws[g * cg + ch], bs[g * cg + ch]);
-                            for j in ch * hw..(ch + 1) * hw {
-                                let y = (src[j] - mean) * rstd * wc + bc;
+                            let row = ch * hw..(ch + 1) * hw;
+                            for ((d, &x), &dy) in dy_norm[row.clone()]
+                                .iter_mut()
+                                .zip(&src[row.clone()])
+                                .zip(&gs[lo + row.start..lo + row.end])
+                            {
+                                let y = (x - mean) * rstd * wc + bc;
                                 let s = sigmoid(y);
-                                dy_norm[j] = gs[lo + j] * s * (1.0 + y * (1.0 - s));
+                                *d = dy * s * (1.0 + y * (1.0 - s));
                             }
                         }
                         &dy_norm[..]
@@ -427,12 +468,11 @@ impl CustomOp3 for GroupNormOp {
                     let (mut s1, mut s2) = (0f64, 0f64);
                     for ch in 0..cg {
                         let wc = ws[g * cg + ch];
-                        let (mut a, mut bsum) = (0f64, 0f64);
-                        for j in ch * hw..(ch + 1) * hw {
-                            let xhat = (src[j] - mean) * rstd;
-                            a += dy[j] as f64;
-                            bsum += (dy[j] * xhat) as f64;
-                        }
+                        // Σ dy and Σ dy·xhat = rstd · Σ dy·(x - mean).
+                        let row = ch * hw..(ch + 1) * hw;
+                        let (a, centred) =
+                            lane_sums(&dy[row.clone()], &src[row], |d, x| (d, d * (x - mean)));
+                        let bsum = centred * rstd as f64;
                         local[ch * 2] = a as f32;
                         local[ch * 2 + 1] = bsum as f32;
                         s1 += a * wc as f64;
@@ -440,13 +480,18 @@ impl CustomOp3 for GroupNormOp {
                     }
                     let n = (cg * hw) as f64;
                     let (m1, m2) = ((s1 / n) as f32, (s2 / n) as f32);
+                    // SAFETY: each group writes only its own range lo..lo+cg*hw of gx.
+                    let gx_group =
+                        unsafe { std::slice::from_raw_parts_mut(gx_ptr.at(lo), cg * hw) };
                     for ch in 0..cg {
                         let wc = ws[g * cg + ch];
-                        for j in ch * hw..(ch + 1) * hw {
-                            let xhat = (src[j] - mean) * rstd;
-                            let v = rstd * (dy[j] * wc - m1 - xhat * m2);
-                            // SAFETY: each group writes only its own range lo..lo+cg*hw.
-                            unsafe { *gx_ptr.at(lo + j) = v };
+                        let row = ch * hw..(ch + 1) * hw;
+                        for ((out, &x), &d) in gx_group[row.clone()]
+                            .iter_mut()
+                            .zip(&src[row.clone()])
+                            .zip(&dy[row])
+                        {
+                            *out = rstd * (d * wc - m1 - (x - mean) * rstd * m2);
                         }
                     }
                     let mut sums = sums.lock().unwrap_or_else(|p| p.into_inner());
