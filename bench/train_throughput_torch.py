@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch's training throughput on the bundled default model's architecture: the peer for
+"""PyTorch's training throughput on the bundled default model's architecture (or the UNet config
+given with --config, e.g. the one `diffscope train --channels ...` wrote): the peer for
 `diffscope train`'s images/s (bench/README.md). Same model config, optimiser, batch and data.
 
     python bench/train_throughput_torch.py --data DATA/JPEGImages [--batch 16] [--steps 30] [--threads 2]
+        [--config RUN/unet/config.json]
 """
 
 import argparse
@@ -26,10 +28,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--config", default=str(REPO / "assets/default-model/unet/config.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = json.loads((REPO / "assets/default-model/unet/config.json").read_text())
+    config = json.loads(Path(args.config).read_text())
     unet = UNet2DModel.from_config(config).train()
     files = sorted(glob.glob(f"{args.data}/**/*.jpg", recursive=True))[: args.batch * 64]
     images = torch.stack(

@@ -130,15 +130,67 @@ fn image_patches<'a>(image: &ConvGeometry, x_b: &'a [f32], buffer: &'a mut Vec<f
     buffer
 }
 
+/// Convolve every image of `x` (`[B, C*H*W]` values, `image` the one-image geometry) with the
+/// row-major `[Co, C*k*k]` `weight` into `out` (`[B, Co*Oh*Ow]`): per image, im2col into one
+/// reused buffer, then one product written straight into the output, `y_b = W · patches_b`,
+/// computed column-major (`y_bᵀ = patches_bᵀ · Wᵀ`) so gemm reads the patches in place.
+fn convolve_images(image: &ConvGeometry, x: &[f32], weight: &[f32], out: &mut [f32]) {
+    let (oh, ow) = image.out_size();
+    let (pixels, patch) = (oh * ow, image.patch_len());
+    let co = weight.len() / patch;
+    let mut buffer = Vec::new();
+    for (x_b, y) in x.chunks(image.image_len()).zip(out.chunks_mut(co * pixels)) {
+        let cols = image_patches(image, x_b, &mut buffer);
+        // SAFETY: lhs the [patch, pixels] patches of the image; rhs the [co, patch] weight;
+        // dst the [co, pixels] block of the image.
+        unsafe {
+            gemm::gemm(
+                pixels,
+                co,
+                patch,
+                y.as_mut_ptr(),
+                pixels as isize,
+                1,
+                false,
+                cols.as_ptr(),
+                pixels as isize,
+                1,
+                weight.as_ptr(),
+                patch as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_parallelism(),
+            );
+        }
+    }
+}
+
+/// The weight of the convolution whose output is a stride-1 convolution's input gradient:
+/// `[Ci, Co*k*k]`, in- and out-channels swapped and the kernel turned by 180 degrees.
+fn transposed_flipped(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for o in 0..co {
+        for c in 0..ci {
+            for ky in 0..k {
+                for kx in 0..k {
+                    out[((c * co + o) * k + (k - 1 - ky)) * k + (k - 1 - kx)] =
+                        w[((o * ci + c) * k + ky) * k + kx];
+                }
+            }
+        }
+    }
+    out
+}
+
 impl CustomOp2 for ConvWithGrad {
     fn name(&self) -> &'static str {
         "conv2d-train"
     }
 
-    /// Per image, im2col into one reused buffer (no batch-sized patch matrix to fault in), then
-    /// one product written straight into the output: `y_b [Co, Oh*Ow] = W [Co, Ci*k*k] ·
-    /// patches_b`, computed column-major (`y_bᵀ = patches_bᵀ · Wᵀ`) so gemm reads the patches in
-    /// place.
     fn cpu_fwd(
         &self,
         xs: &CpuStorage,
@@ -147,49 +199,20 @@ impl CustomOp2 for ConvWithGrad {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let image = g.one_image();
         let x = contiguous_f32(xs, xl)?;
         let w = contiguous_f32(ws, wl)?;
         let (oh, ow) = g.out_size();
-        let (pixels, patch) = (oh * ow, g.patch_len());
-        let co = w.len() / patch;
-        let mut out = vec![0f32; g.batch * co * pixels];
-        let mut buffer = Vec::new();
-        for (x_b, y) in x.chunks(g.image_len()).zip(out.chunks_mut(co * pixels)) {
-            let cols = image_patches(&image, x_b, &mut buffer);
-            // SAFETY: lhs the [patch, pixels] patches of the image; rhs the [co, patch] weight;
-            // dst the [co, pixels] block of the image.
-            unsafe {
-                gemm::gemm(
-                    pixels,
-                    co,
-                    patch,
-                    y.as_mut_ptr(),
-                    pixels as isize,
-                    1,
-                    false,
-                    cols.as_ptr(),
-                    pixels as isize,
-                    1,
-                    w.as_ptr(),
-                    patch as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm_parallelism(),
-                );
-            }
-        }
+        let co = w.len() / g.patch_len();
+        let mut out = vec![0f32; g.batch * co * oh * ow];
+        convolve_images(&g.one_image(), x, w, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((g.batch, co, oh, ow))))
     }
 
     /// Per image, straight from the batch-major gradient (no transposed copy), with the image's
-    /// patches rebuilt in a reused buffer: the kernel gradient accumulates `grad_b · patches_bᵀ`,
-    /// the patch gradient `Wᵀ · grad_b` goes to a reused buffer, and col2im adds it into the
-    /// image's input gradient.
+    /// patches rebuilt in a reused buffer: the kernel gradient accumulates `grad_b · patches_bᵀ`.
+    /// The input gradient of a stride-1 convolution is itself a convolution of the output
+    /// gradient (flipped kernel, padding k-1-p): a well-shaped product and no scatter. Strided
+    /// convolutions take the patch gradient `Wᵀ · grad_b` and col2im it into the input's.
     fn bwd(
         &self,
         x: &Tensor,
@@ -205,8 +228,9 @@ impl CustomOp2 for ConvWithGrad {
         let (x_values, grad, w_values) = (values(x)?, values(grad)?, values(w)?);
         let mut gw_column_major = vec![0f32; co * patch];
         let mut gx = vec![0f32; g.batch * g.image_len()];
+        let transposed = g.stride == 1;
         let mut buffer = Vec::new();
-        let mut gcols = vec![0f32; patch * pixels];
+        let mut gcols = vec![0f32; if transposed { 0 } else { patch * pixels }];
         for (b, (x_b, grad_b)) in x_values
             .chunks(g.image_len())
             .zip(grad.chunks(co * pixels))
@@ -238,6 +262,9 @@ impl CustomOp2 for ConvWithGrad {
                     gemm_parallelism(),
                 );
             }
+            if transposed {
+                continue;
+            }
             // SAFETY: dst the image's [patch, pixels] patch gradient; lhs Wᵀ ([patch, co], read
             // from the row-major [co, patch] weight); rhs grad_b.
             unsafe {
@@ -264,6 +291,19 @@ impl CustomOp2 for ConvWithGrad {
                 );
             }
             image.col2im_add(&gcols, &mut gx[b * g.image_len()..][..g.image_len()]);
+        }
+        if transposed {
+            let gradient_geometry = ConvGeometry {
+                batch: 1,
+                channels: co,
+                height: oh,
+                width: ow,
+                kernel: k,
+                stride: 1,
+                padding: k - 1 - g.padding,
+            };
+            let flipped = transposed_flipped(&w_values, co, ci, k);
+            convolve_images(&gradient_geometry, &grad, &flipped, &mut gx);
         }
         let gw = Tensor::from_vec(
             row_major(&gw_column_major, co, patch),
