@@ -687,7 +687,7 @@ impl candle_core::CustomOp2 for ChannelBias {
         let n = bias.elem_count();
         let mut sums = vec![0f32; n];
         for (i, chunk) in g.chunks(plane.max(1)).take(b * c).enumerate() {
-            sums[i % n] += chunk.iter().sum::<f32>();
+            sums[i % n] += lane_sum(chunk) as f32;
         }
         Ok((
             Some(grad.clone()),
