@@ -98,14 +98,15 @@ impl ConvGeometry {
     }
 
     /// `[Ci*k*k, B*Oh*Ow]` for the whole output.
-    pub fn im2col(&self, xs: &[f32]) -> Vec<f32> {
+    #[cfg(test)]
+    fn im2col(&self, xs: &[f32]) -> Vec<f32> {
         let (oh, ow) = self.out_size();
         let mut cols = vec![0f32; self.patch_len() * self.batch * oh * ow];
         self.im2col_rows(xs, 0..oh, &mut cols);
         cols
     }
 
-    /// The adjoint of [`Self::im2col`]: sum each column entry back into the input position it
+    /// The adjoint of [`Self::im2col_rows`] over all rows: sum each column entry back into the input position it
     /// came from, adding to `out` (`[B,C,H,W]` values).
     pub fn col2im_add(&self, cs: &[f32], out: &mut [f32]) {
         let (oh, ow) = self.out_size();
@@ -155,7 +156,8 @@ impl ConvGeometry {
     }
 
     /// [`Self::col2im_add`] into zeros.
-    pub fn col2im(&self, cs: &[f32]) -> Vec<f32> {
+    #[cfg(test)]
+    fn col2im(&self, cs: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; self.batch * self.image_len()];
         self.col2im_add(cs, &mut out);
         out

@@ -368,7 +368,7 @@ fn exp_vectorizable(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
     // 2^n from n's bits: n is in -126..=127 after the clamp, a normal exponent.
     let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
