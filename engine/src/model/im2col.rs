@@ -106,8 +106,8 @@ impl ConvGeometry {
         cols
     }
 
-    /// The adjoint of [`Self::im2col_rows`] over all rows: sum each column entry back into the input position it
-    /// came from, adding to `out` (`[B,C,H,W]` values).
+    /// The adjoint of [`Self::im2col_rows`] over all rows: sum each column entry back into the
+    /// input position it came from, adding to `out` (`[B,C,H,W]` values).
     pub fn col2im_add(&self, cs: &[f32], out: &mut [f32]) {
         let (oh, ow) = self.out_size();
         let k = self.kernel;
