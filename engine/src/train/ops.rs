@@ -111,6 +111,71 @@ fn gemm_parallelism() -> gemm::Parallelism {
     }
 }
 
+/// A gemm operand: where the matrix starts and how it is laid out.
+#[derive(Clone, Copy)]
+struct Operand<P> {
+    ptr: P,
+    col_stride: isize,
+    row_stride: isize,
+}
+
+impl<P> Operand<P> {
+    /// Element (i, j) at `ptr[i + j * ld]`.
+    fn column_major(ptr: P, ld: usize) -> Self {
+        Self {
+            ptr,
+            col_stride: ld as isize,
+            row_stride: 1,
+        }
+    }
+
+    /// Element (i, j) at `ptr[i * ld + j]`.
+    fn row_major(ptr: P, ld: usize) -> Self {
+        Self {
+            ptr,
+            col_stride: 1,
+            row_stride: ld as isize,
+        }
+    }
+}
+
+/// `dst [m, n] = lhs [m, k] · rhs [k, n]`, or `dst +=` it when `accumulate`.
+///
+/// # Safety
+/// Each operand must cover its matrix at its strides, and `dst` must overlap neither input.
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: Operand<*mut f32>,
+    accumulate: bool,
+    lhs: Operand<*const f32>,
+    rhs: Operand<*const f32>,
+) {
+    // SAFETY: the caller's contract; alpha (1) only scales dst when it is read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col_stride,
+            dst.row_stride,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(),
+        )
+    }
+}
+
 struct ConvWithGrad {
     geometry: ConvGeometry,
 }
@@ -141,29 +206,15 @@ fn convolve_images(image: &ConvGeometry, x: &[f32], weight: &[f32], out: &mut [f
     let mut buffer = Vec::new();
     for (x_b, y) in x.chunks(image.image_len()).zip(out.chunks_mut(co * pixels)) {
         let cols = image_patches(image, x_b, &mut buffer);
-        // SAFETY: lhs the [patch, pixels] patches of the image; rhs the [co, patch] weight;
-        // dst the [co, pixels] block of the image.
+        // SAFETY: dst the image's [co, pixels] output block; lhs its [patch, pixels] patches;
+        // rhs the [co, patch] weight.
         unsafe {
-            gemm::gemm(
-                pixels,
-                co,
-                patch,
-                y.as_mut_ptr(),
-                pixels as isize,
-                1,
+            matmul(
+                (pixels, co, patch),
+                Operand::column_major(y.as_mut_ptr(), pixels),
                 false,
-                cols.as_ptr(),
-                pixels as isize,
-                1,
-                weight.as_ptr(),
-                patch as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm_parallelism(),
+                Operand::column_major(cols.as_ptr(), pixels),
+                Operand::column_major(weight.as_ptr(), patch),
             );
         }
     }
@@ -240,26 +291,12 @@ impl CustomOp2 for ConvWithGrad {
             // SAFETY: dst [co, patch] column-major; lhs grad_b [co, pixels] row-major;
             // rhs the transpose of the image's [patch, pixels] patches.
             unsafe {
-                gemm::gemm(
-                    co,
-                    patch,
-                    pixels,
-                    gw_column_major.as_mut_ptr(),
-                    co as isize,
-                    1,
+                matmul(
+                    (co, patch, pixels),
+                    Operand::column_major(gw_column_major.as_mut_ptr(), co),
                     b > 0,
-                    grad_b.as_ptr(),
-                    1,
-                    pixels as isize,
-                    cols.as_ptr(),
-                    pixels as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm_parallelism(),
+                    Operand::row_major(grad_b.as_ptr(), pixels),
+                    Operand::column_major(cols.as_ptr(), pixels),
                 );
             }
             if transposed {
@@ -268,26 +305,12 @@ impl CustomOp2 for ConvWithGrad {
             // SAFETY: dst the image's [patch, pixels] patch gradient; lhs Wᵀ ([patch, co], read
             // from the row-major [co, patch] weight); rhs grad_b.
             unsafe {
-                gemm::gemm(
-                    patch,
-                    pixels,
-                    co,
-                    gcols.as_mut_ptr(),
-                    1,
-                    pixels as isize,
+                matmul(
+                    (patch, pixels, co),
+                    Operand::row_major(gcols.as_mut_ptr(), pixels),
                     false,
-                    w_values.as_ptr(),
-                    patch as isize,
-                    1,
-                    grad_b.as_ptr(),
-                    1,
-                    pixels as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm_parallelism(),
+                    Operand::column_major(w_values.as_ptr(), patch),
+                    Operand::row_major(grad_b.as_ptr(), pixels),
                 );
             }
             image.col2im_add(&gcols, &mut gx[b * g.image_len()..][..g.image_len()]);
