@@ -13,7 +13,7 @@ use diffscope_engine::train::trainer::{StepReport, TrainConfig, Trainer};
 
 /// The bundled default model's architecture; the other defaults of these flags are its recipe
 /// too (see the README for how it was chosen).
-pub const DEFAULT_CHANNELS: [usize; 3] = [16, 32, 64];
+pub const DEFAULT_CHANNELS: [usize; 3] = [32, 64, 128];
 pub const DEFAULT_ATTENTION_LEVELS: [usize; 0] = [];
 
 #[derive(Args, Debug)]
@@ -123,7 +123,7 @@ fn config_from(args: &TrainArgs, base: Option<&TrainConfig>) -> anyhow::Result<T
             .or_else(|| base.map(|b| b.beta_schedule.clone()))
             .unwrap_or_else(|| "linear".into()),
         batch_size: args.batch.or(base.map(|b| b.batch_size)).unwrap_or(16),
-        learning_rate: args.lr.or(base.map(|b| b.learning_rate)).unwrap_or(5e-4),
+        learning_rate: args.lr.or(base.map(|b| b.learning_rate)).unwrap_or(1e-3),
         warmup_steps: args.warmup,
         adamw: base.map(|b| b.adamw).unwrap_or_default(),
         max_grad_norm: base.map_or(1.0, |b| b.max_grad_norm),
