@@ -261,6 +261,11 @@ fn draw_matches(
     if j == 0 {
         return;
     }
+    let markers: Vec<Pos2> = matches
+        .iter()
+        .filter_map(|per_target| per_target.get(j - 1))
+        .map(|m| to_screen(rect, size, [m.point.x, m.point.y]))
+        .collect();
     for (p, per_target) in matches.iter().enumerate() {
         let Some(m) = per_target.get(j - 1) else {
             continue;
@@ -275,15 +280,56 @@ fn draw_matches(
                 m.best_similarity,
                 if m.mutual { " mutual" } else { "" }
             );
-            let galley_pos = pos + Vec2::new(10.0, 10.0);
             let font = egui::FontId::proportional(12.0);
             let galley = painter.layout_no_wrap(text, font, Color32::WHITE);
-            painter.rect_filled(
-                Rect::from_min_size(galley_pos, galley.size()).expand(2.0),
-                2.0,
-                Color32::from_black_alpha(180),
-            );
-            painter.galley(galley_pos, galley, Color32::WHITE);
+            let others: Vec<Pos2> = markers.iter().copied().filter(|o| *o != pos).collect();
+            let label = label_rect(pos, galley.size(), &others, rect);
+            painter.rect_filled(label.expand(2.0), 2.0, Color32::from_black_alpha(180));
+            painter.galley(label.min, galley, Color32::WHITE);
         }
+    }
+}
+
+/// Where a marker's label goes: beside the marker at `anchor`, on the first side (below right,
+/// below left, above right, above left) where it covers no other marker and stays inside
+/// `bounds`; below right when no side is free.
+fn label_rect(anchor: Pos2, size: Vec2, others: &[Pos2], bounds: Rect) -> Rect {
+    const GAP: f32 = 10.0;
+    // A marker's radius with its outline, plus the label's padding.
+    const MARKER_REACH: f32 = 11.0;
+    let sides = [
+        anchor + Vec2::new(GAP, GAP),
+        anchor + Vec2::new(-GAP - size.x, GAP),
+        anchor + Vec2::new(GAP, -GAP - size.y),
+        anchor + Vec2::new(-GAP - size.x, -GAP - size.y),
+    ];
+    let covers = |r: Rect| others.iter().any(|o| r.expand(MARKER_REACH).contains(*o));
+    sides
+        .iter()
+        .map(|min| Rect::from_min_size(*min, size))
+        .find(|r| bounds.contains_rect(*r) && !covers(*r))
+        .unwrap_or_else(|| Rect::from_min_size(sides[0], size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_moves_off_another_marker_and_stays_inside_the_image() {
+        let bounds = Rect::from_min_size(Pos2::ZERO, Vec2::splat(500.0));
+        let size = Vec2::new(80.0, 14.0);
+        let anchor = Pos2::new(200.0, 200.0);
+        let free = label_rect(anchor, size, &[], bounds);
+        assert_eq!(free.min, Pos2::new(210.0, 210.0));
+        // Another match just right of and below this one: the label goes to the left.
+        let other = Pos2::new(250.0, 215.0);
+        let moved = label_rect(anchor, size, &[other], bounds);
+        assert_eq!(moved.min, Pos2::new(110.0, 210.0));
+        assert!(!moved.expand(11.0).contains(other));
+        // At the bottom right corner of the image the label goes above left.
+        let corner = label_rect(Pos2::new(480.0, 490.0), size, &[], bounds);
+        assert!(bounds.contains_rect(corner));
+        assert_eq!(corner.min, Pos2::new(390.0, 466.0));
     }
 }
