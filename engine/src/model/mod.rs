@@ -17,4 +17,5 @@ pub mod suggested;
 pub mod taps;
 pub mod unet;
 pub mod vae;
+pub mod vector_exp;
 pub mod weights;

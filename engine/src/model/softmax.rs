@@ -2,11 +2,12 @@
 //! most of its non-matrix time here: SD's 64x64 level scores 4096 keys per query, and the scalar
 //! `expf` of candle's softmax took about a tenth of a UNet pass.
 //!
-//! The exponential is Cephes' `expf` scheme (exp(x) = 2^n * exp(r), |r| <= ln 2 / 2, a degree-6
-//! polynomial for exp(r)), within 2 ulp of the exact value; sums run in 8 lanes. Other devices and
-//! dtypes, and anything that needs a gradient, use candle's softmax.
+//! The exponential is [`super::vector_exp::exp`], within 2 ulp; sums run in 8 lanes. Other
+//! devices and dtypes, and anything that needs a gradient, use candle's softmax.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
+
+use super::vector_exp::exp;
 
 /// `softmax(x, -1)`.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -89,60 +90,10 @@ fn lane_reduce(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
         .fold(lanes.into_iter().fold(init, &op), |a, &v| op(a, v))
 }
 
-/// e^x for x <= 0 (the inputs of a softmax after subtracting the maximum); 0 below the smallest
-/// normal result.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so n * LN2_HI is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a rounding instruction.
-    const ROUND: f32 = 12_582_912.0;
-    let clamped = x.max(-87.0);
-    let rounded = clamped * LOG2E + ROUND;
-    let n = rounded - ROUND;
-    // n sits in the low bits of `rounded`: read it there rather than by a float-to-int cast,
-    // whose saturating semantics keep the loop from vectorising.
-    let n_int = rounded.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
-    let r2 = r * r;
-    let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = (p * r2 + r) + 1.0;
-    let scale = f32::from_bits((n_int.wrapping_add(127) << 23) as u32);
-    if x < -87.0 {
-        0.0
-    } else {
-        e * scale
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
-
-    #[test]
-    fn exp_is_within_two_ulp() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let exact = (x as f64).exp();
-            let rel = ((exp(x) as f64 - exact) / exact).abs();
-            worst = worst.max(rel);
-            x += 1.3e-3;
-        }
-        // 2 ulp of float32 at worst is 2^-22 relative.
-        assert!(
-            worst < 2.0 * f32::EPSILON as f64,
-            "worst relative error {worst:e}"
-        );
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(-200.0), 0.0);
-    }
 
     #[test]
     fn matches_candles_softmax() {
