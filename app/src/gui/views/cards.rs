@@ -209,13 +209,28 @@ fn handle_clicks(app: &mut WorkbenchApp, ui: &mut egui::Ui, rect: Rect, size: [u
     }
 }
 
+const MARKER_RADIUS: f32 = 5.0;
+const ACTIVE_MARKER_RADIUS: f32 = 7.0;
+/// From a marker's radius to the middle of its black outline (1 px wide).
+const MARKER_OUTLINE_GAP: f32 = 1.5;
+/// The dark box around a label, beyond its text.
+const LABEL_PADDING: f32 = 2.0;
+
 fn marker(painter: &egui::Painter, pos: Pos2, colour: Color32, filled: bool, active: bool) {
-    let r = if active { 7.0 } else { 5.0 };
+    let r = if active {
+        ACTIVE_MARKER_RADIUS
+    } else {
+        MARKER_RADIUS
+    };
     if filled {
         painter.circle_filled(pos, r, colour);
     }
     painter.circle_stroke(pos, r, Stroke::new(2.0, colour));
-    painter.circle_stroke(pos, r + 1.5, Stroke::new(1.0, Color32::BLACK));
+    painter.circle_stroke(
+        pos,
+        r + MARKER_OUTLINE_GAP,
+        Stroke::new(1.0, Color32::BLACK),
+    );
 }
 
 fn draw_points(app: &WorkbenchApp, painter: &egui::Painter, rect: Rect, size: [u32; 2]) {
@@ -261,16 +276,16 @@ fn draw_matches(
     if j == 0 {
         return;
     }
-    let markers: Vec<Pos2> = matches
+    // Every point's match on this image and where it is drawn, so a label can avoid the others.
+    let placed: Vec<_> = matches
         .iter()
-        .filter_map(|per_target| per_target.get(j - 1))
-        .map(|m| to_screen(rect, size, [m.point.x, m.point.y]))
+        .enumerate()
+        .filter_map(|(p, per_target)| {
+            let m = per_target.get(j - 1)?;
+            Some((p, m, to_screen(rect, size, [m.point.x, m.point.y])))
+        })
         .collect();
-    for (p, per_target) in matches.iter().enumerate() {
-        let Some(m) = per_target.get(j - 1) else {
-            continue;
-        };
-        let pos = to_screen(rect, size, [m.point.x, m.point.y]);
+    for &(p, m, pos) in &placed {
         let active = p == app.settings.active_point;
         // Filled: mutual nearest neighbours; ring only: not mutual.
         marker(painter, pos, palette(p), m.mutual, active);
@@ -282,9 +297,17 @@ fn draw_matches(
             );
             let font = egui::FontId::proportional(12.0);
             let galley = painter.layout_no_wrap(text, font, Color32::WHITE);
-            let others: Vec<Pos2> = markers.iter().copied().filter(|o| *o != pos).collect();
+            let others: Vec<Pos2> = placed
+                .iter()
+                .filter(|(q, ..)| *q != p)
+                .map(|(.., o)| *o)
+                .collect();
             let label = label_rect(pos, galley.size(), &others, rect);
-            painter.rect_filled(label.expand(2.0), 2.0, Color32::from_black_alpha(180));
+            painter.rect_filled(
+                label.expand(LABEL_PADDING),
+                2.0,
+                Color32::from_black_alpha(180),
+            );
             painter.galley(label.min, galley, Color32::WHITE);
         }
     }
@@ -295,8 +318,8 @@ fn draw_matches(
 /// `bounds`; below right when no side is free.
 fn label_rect(anchor: Pos2, size: Vec2, others: &[Pos2], bounds: Rect) -> Rect {
     const GAP: f32 = 10.0;
-    // A marker's radius with its outline, plus the label's padding.
-    const MARKER_REACH: f32 = 11.0;
+    // The largest marker's outer edge (its outline is 1 px wide), plus the label's padding.
+    const MARKER_REACH: f32 = ACTIVE_MARKER_RADIUS + MARKER_OUTLINE_GAP + 0.5 + LABEL_PADDING;
     let sides = [
         anchor + Vec2::new(GAP, GAP),
         anchor + Vec2::new(-GAP - size.x, GAP),
