@@ -10,7 +10,8 @@ use diffscope_engine::analysis::correspond::{
 use diffscope_engine::analysis::ncut::{affinity, fiedler_vector, recursive_ncut, NCutOptions};
 use diffscope_engine::analysis::pca::{to_rgb_u8, PcaBasis, PcaOptions, RgbRange};
 use diffscope_engine::analysis::{GridSize, ImagePoint, ImageSize, NormalizedMap};
-use diffscope_engine::io::npy::{encode_npy, read_feature_map, read_npy, NpyData};
+use diffscope_engine::features::map::read_feature_map;
+use diffscope_engine::io::npy::{encode_npy, read_npy, NpyData};
 use diffscope_engine::FeatureMap;
 use serde_json::Value;
 

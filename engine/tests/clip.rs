@@ -317,7 +317,9 @@ fn text_encoder_errors_name_the_file_and_the_key() {
     std::fs::write(dir.path().join("pytorch_model.bin"), b"pickle").expect("write");
     let message = load_error(dir.path());
     assert!(
-        message.contains("pytorch_model.bin") && message.contains(".safetensors"),
+        message.contains("pytorch_model.bin")
+            && message.contains("pickle")
+            && message.contains("save_pretrained(dir, safe_serialization=True)"),
         "{message}"
     );
 

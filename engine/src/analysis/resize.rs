@@ -1,13 +1,15 @@
 //! Bilinear resizing of feature maps and scalar planes, identical to PyTorch's
 //! `F.interpolate(mode="bilinear", align_corners=False, antialias=False)` (the pixel-centre convention of
 //! [`crate::analysis::coords`]). Shrinking does not low-pass first, like PyTorch's default.
+//! Bicubic resizing of planes as PyTorch's `mode="bicubic"` does it (what DAAM upsamples
+//! attention maps with).
 
 use crate::analysis::coords::{linear_taps, GridSize};
 use crate::error::{Error, Result};
 use crate::features::map::FeatureMap;
 
 /// For each output index: the two source indices and the weight of the second.
-fn axis_taps(from: usize, to: usize) -> Vec<(usize, usize, f32)> {
+pub(crate) fn axis_taps(from: usize, to: usize) -> Vec<(usize, usize, f32)> {
     let scale = from as f32 / to as f32;
     (0..to)
         .map(|i| linear_taps((i as f32 + 0.5) * scale - 0.5, from))
@@ -33,6 +35,59 @@ pub fn resize_plane_bilinear(values: &[f32], from: GridSize, to: GridSize) -> Ve
             cols.iter()
                 .map(|&(x0, x1, wx)| blended[x0] + wx * (blended[x1] - blended[x0])),
         );
+    }
+    out
+}
+
+/// PyTorch's cubic convolution weights (A = -0.75) of the four taps around fraction `t`.
+fn cubic_weights(t: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// For each output index: four source indices (clamped to the input) and their weights.
+fn cubic_axis(from: usize, to: usize) -> Vec<[(usize, f32); 4]> {
+    let scale = from as f32 / to as f32;
+    let last = from as isize - 1;
+    (0..to)
+        .map(|i| {
+            let src = (i as f32 + 0.5) * scale - 0.5;
+            let base = src.floor();
+            let w = cubic_weights(src - base);
+            std::array::from_fn(|k| {
+                let index = (base as isize - 1 + k as isize).clamp(0, last) as usize;
+                (index, w[k])
+            })
+        })
+        .collect()
+}
+
+/// Resize one row-major plane bicubically, as PyTorch's
+/// `F.interpolate(mode="bicubic", align_corners=False)`: taps beyond the border repeat it, and
+/// values may overshoot the input's range. An empty source gives an empty result.
+pub fn resize_plane_bicubic(values: &[f32], from: GridSize, to: GridSize) -> Vec<f32> {
+    if from.cells() == 0 || to.cells() == 0 || values.len() < from.cells() {
+        return Vec::new();
+    }
+    let cols = cubic_axis(from.width, to.width);
+    let rows = cubic_axis(from.height, to.height);
+    // Along the rows first: [from.height, to.width].
+    let mut wide = Vec::with_capacity(from.height * to.width);
+    for row in values[..from.cells()].chunks_exact(from.width) {
+        wide.extend(
+            cols.iter()
+                .map(|taps| taps.iter().map(|&(j, w)| w * row[j]).sum::<f32>()),
+        );
+    }
+    let mut out = Vec::with_capacity(to.cells());
+    for taps in &rows {
+        out.extend((0..to.width).map(|x| {
+            taps.iter()
+                .map(|&(i, w)| w * wide[i * to.width + x])
+                .sum::<f32>()
+        }));
     }
     out
 }
@@ -88,6 +143,27 @@ mod tests {
             GridSize::new(1, 2),
         );
         assert_eq!(out, vec![0.5, 2.5]);
+    }
+
+    #[test]
+    fn bicubic_matches_pytorch() {
+        // torch.nn.functional.interpolate(torch.tensor([[[[0., 1.], [2., 4.]]]]), size=(3, 4),
+        // mode="bicubic", align_corners=False)
+        let out = resize_plane_bicubic(
+            &[0.0, 1.0, 2.0, 4.0],
+            GridSize::new(2, 2),
+            GridSize::new(3, 4),
+        );
+        let expected = [
+            -0.269925, 0.0332845, 0.532688, 0.835897, 0.841797, 1.33984, 2.16016, 2.6582, 1.95352,
+            2.6464, 3.78762, 4.48051,
+        ];
+        for (a, b) in out.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-5, "{out:?}");
+        }
+        // The same size gives the plane back.
+        let same = resize_plane_bicubic(&[1.0, 2.0, 3.0], GridSize::new(1, 3), GridSize::new(1, 3));
+        assert_eq!(same, vec![1.0, 2.0, 3.0]);
     }
 
     #[test]

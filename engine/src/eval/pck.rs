@@ -7,6 +7,11 @@
 //! and per category, for several alphas at once; the mean over categories is given too (some
 //! papers average the categories instead of the pairs).
 //!
+//! The threshold's base is the target's box (`alpha_bbox`, SPair's standard) or the whole target
+//! image (`alpha_img`, max of its width and height, as PF-Pascal papers and SD-DINO's
+//! `--IMG_THRESHOLD` count): [`ThresholdBase`]. A point is correct when `distance / base <= alpha`,
+//! DIFT's `eval_spair.py` comparison.
+//!
 //! Pure computation: predictions come from elsewhere. Points and the box must be in the same
 //! pixel frame (if images were resized for the model, scale the predictions back or scale the
 //! truth and the box alike).
@@ -17,8 +22,42 @@ use crate::error::{Error, Result};
 
 /// The distance threshold of PCK@alpha for a target box [x1, y1, x2, y2].
 pub fn pck_threshold(bndbox: [f64; 4], alpha: f64) -> f64 {
-    let [x1, y1, x2, y2] = bndbox;
-    alpha * (x2 - x1).max(y2 - y1)
+    alpha * box_size(bndbox)
+}
+
+fn box_size([x1, y1, x2, y2]: [f64; 4]) -> f64 {
+    (x2 - x1).max(y2 - y1)
+}
+
+/// What alpha is a fraction of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum ThresholdBase {
+    /// The larger side of the target's bounding box (`alpha_bbox`).
+    #[default]
+    BoundingBox,
+    /// The larger side of the target image (`alpha_img`).
+    Image,
+}
+
+impl ThresholdBase {
+    /// The length alpha multiplies, for a target box and a target image `(width, height)`.
+    pub fn size(self, bndbox: [f64; 4], (width, height): (f64, f64)) -> f64 {
+        match self {
+            ThresholdBase::BoundingBox => box_size(bndbox),
+            ThresholdBase::Image => width.max(height),
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ThresholdBase::BoundingBox => {
+                "alpha_bbox: threshold = alpha x the larger side of the target's bounding box"
+            }
+            ThresholdBase::Image => {
+                "alpha_img: threshold = alpha x the larger side of the target image"
+            }
+        }
+    }
 }
 
 /// The result of one pair.
@@ -110,6 +149,28 @@ impl PckAccumulator {
         truth: &[[f64; 2]],
         trg_bndbox: [f64; 4],
     ) -> Result<&PairPck> {
+        let [x1, y1, x2, y2] = trg_bndbox;
+        if !trg_bndbox.iter().all(|v| v.is_finite()) || x2 < x1 || y2 < y1 {
+            return Err(Error::invalid(format!(
+                "PCK of a {category} pair: bad target box {trg_bndbox:?}"
+            )));
+        }
+        self.add_pair_scaled(category, predicted, truth, box_size(trg_bndbox))
+    }
+
+    /// Score one pair against `size`, the length alpha is a fraction of ([`ThresholdBase::size`]).
+    pub fn add_pair_scaled(
+        &mut self,
+        category: &str,
+        predicted: &[[f64; 2]],
+        truth: &[[f64; 2]],
+        size: f64,
+    ) -> Result<&PairPck> {
+        if !(size.is_finite() && size >= 0.0) {
+            return Err(Error::invalid(format!(
+                "PCK of a {category} pair: bad threshold size {size}"
+            )));
+        }
         if predicted.len() != truth.len() {
             return Err(Error::invalid(format!(
                 "PCK of a {category} pair: {} predictions for {} keypoints",
@@ -122,26 +183,23 @@ impl PckAccumulator {
                 "PCK of a {category} pair: a true keypoint is not finite"
             )));
         }
-        let [x1, y1, x2, y2] = trg_bndbox;
-        if !trg_bndbox.iter().all(|v| v.is_finite()) || x2 < x1 || y2 < y1 {
-            return Err(Error::invalid(format!(
-                "PCK of a {category} pair: bad target box {trg_bndbox:?}"
-            )));
-        }
         let distances: Vec<f64> = predicted
             .iter()
             .zip(truth)
             .map(|(p, t)| ((p[0] - t[0]).powi(2) + (p[1] - t[1]).powi(2)).sqrt())
             .collect();
-        let thresholds: Vec<f64> = self
+        let thresholds: Vec<f64> = self.alphas.iter().map(|&a| a * size).collect();
+        // DIFT's comparison, distance / size <= alpha. A NaN distance (non-finite prediction)
+        // compares false: incorrect.
+        let correct = self
             .alphas
             .iter()
-            .map(|&a| pck_threshold(trg_bndbox, a))
-            .collect();
-        // A NaN distance (non-finite prediction) compares false: incorrect.
-        let correct = thresholds
-            .iter()
-            .map(|&thr| distances.iter().map(|&d| d <= thr).collect())
+            .map(|&a| {
+                distances
+                    .iter()
+                    .map(|&d| if size > 0.0 { d / size <= a } else { d <= 0.0 })
+                    .collect()
+            })
             .collect();
         self.pairs.push(PairPck {
             category: category.to_string(),

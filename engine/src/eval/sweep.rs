@@ -2,38 +2,123 @@
 //! (block, timestep), next to two baselines (raw pixel colours, and the same UNet with untrained
 //! weights). Features are extracted once per (image, t) for all blocks at once.
 //!
-//! Matching follows DIFT's protocol: for each annotated source keypoint, the feature vector at that
-//! point is compared by cosine with every target cell; the similarity map is upsampled bilinearly to
-//! the target image and its argmax is the prediction (DIFT upsamples the features instead; the
-//! similarity of upsampled features and the upsampled similarity agree to first order, and the
-//! latter needs no 3 GB maps).
+//! Matching follows DIFT's protocol, by default cheaply ([`MATCH_RULE`]): for each annotated
+//! source keypoint, the feature vector at that point is compared by cosine with every target cell;
+//! the similarity map is upsampled bilinearly to the target image and its argmax is the prediction.
+//! DIFT upsamples the features instead ([`MatchRule::UpsampledFeatures`], also offered and exact);
+//! the two agree to first order. The threshold comes from the target's box or image
+//! ([`ThresholdBase`]). Images may be resized for the model; predictions are always in the
+//! original image's pixels, where the annotation is.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
-use super::pck::{PckAccumulator, PckReport};
-use crate::analysis::correspond::{similarity_map, source_vector};
-use crate::analysis::{ImagePoint, ImageSize, NormalizedMap};
+use super::pck::{PckAccumulator, PckReport, ThresholdBase};
+use crate::analysis::aggregate::{aggregate, AggregateGrid, WeightedTap};
+use crate::analysis::recipes::correspondence::{predict_keypoints, MatchRule};
+use crate::analysis::recipes::fusion::{fuse, FusionSource, FusionTap};
+use crate::analysis::ImageSize;
 use crate::data::spair::{PairAnnotation, PairQuery, SpairDataset};
 use crate::error::{Error, Result};
-use crate::features::extract::expand_taps;
-use crate::features::recipe::{extract_from_latents, NoiseSource, UNetRequest};
-use crate::io::image::{load_rgb, to_model_input};
-use crate::model::pipeline::{DiffusionModel, PromptSource};
+use crate::features::extract::{expand_taps, extract_vit};
+use crate::features::recipe::{extract_from_many_latents, NoiseSource, UNetRequest};
+use crate::io::image::{load_rgb, resize, to_model_input};
+use crate::model::feature_model::FeatureModel;
+use crate::model::pipeline::PromptSource;
 use crate::FeatureMap;
 
+/// The prompt of every image: one for all, or a template with `{category}` filled per pair's
+/// category (DIFT's `"a photo of a {category}"` for SPair).
 #[derive(Clone, Debug)]
-pub struct SweepSettings {
+pub enum PromptChoice {
+    Fixed(PromptSource),
+    Template(String),
+}
+
+impl PromptChoice {
+    fn for_category(&self, category: &str) -> PromptSource {
+        match self {
+            PromptChoice::Fixed(p) => p.clone(),
+            PromptChoice::Template(t) => PromptSource::Text(t.replace("{category}", category)),
+        }
+    }
+}
+
+/// How each image's features are made (the recipe flags of `extract`).
+#[derive(Clone, Debug)]
+pub struct SweepRecipe {
+    /// Seeded draws (DIFT) or none (CleanDIFT).
+    pub noise: NoiseSource,
+    pub prompt: PromptChoice,
+    /// Resize (squash) each image first.
+    pub size: Option<(u32, u32)>,
+    /// SDXL's time ids (default: each input's size).
+    pub time_ids: Option<[f64; 6]>,
+}
+
+impl Default for SweepRecipe {
+    fn default() -> Self {
+        Self {
+            noise: NoiseSource::Seeded {
+                seed: 0,
+                ensemble: 8,
+            },
+            prompt: PromptChoice::Fixed(PromptSource::default()),
+            size: None,
+            time_ids: None,
+        }
+    }
+}
+
+/// A second feature source fused with the model's taps (SD-DINO).
+pub struct SecondSource<'a> {
+    pub model: &'a FeatureModel,
+    pub taps: Vec<String>,
+    /// Its own input size (SD-DINO feeds DINOv2 840 while SD takes 960).
+    pub size: Option<(u32, u32)>,
+    pub pca_dims: Option<usize>,
+    /// Its weight; the model's taps get `1 - weight`.
+    pub weight: f32,
+}
+
+/// What one row of the table scores.
+pub enum Descriptor<'a> {
+    /// Every tap on its own (a row per tap).
+    EachTap,
+    /// All taps as one descriptor (a single row): aggregated with `weights`, or fused SD-DINO's
+    /// way when a tap is PCA-reduced or a second source is given. PCA is fitted per pair, jointly
+    /// on its two images, as SD-DINO does.
+    Together {
+        weights: Vec<f32>,
+        pca_dims: Vec<Option<usize>>,
+        second: Option<SecondSource<'a>>,
+    },
+}
+
+pub struct SweepSettings<'a> {
     /// Tap names (or `all`).
     pub blocks: Vec<String>,
     pub timesteps: Vec<usize>,
     pub alphas: Vec<f64>,
-    pub ensemble: usize,
-    pub seed: u64,
     pub query: PairQuery,
+    pub recipe: SweepRecipe,
+    pub descriptor: Descriptor<'a>,
+    pub rule: MatchRule,
+    pub threshold: ThresholdBase,
+}
+
+impl SweepSettings<'_> {
+    /// How points are matched and counted, for reports.
+    pub fn protocol(&self) -> String {
+        format!(
+            "{}; {}; correct when distance / threshold base <= alpha; per image = mean over pairs of each pair's PCK, per point = correct points / all points",
+            self.rule.describe(),
+            self.threshold.describe()
+        )
+    }
 }
 
 /// One row of the result: a method, a block and a timestep (None for t-independent baselines).
@@ -48,115 +133,218 @@ pub struct SweepRow {
 /// The features of every image at one timestep: image path -> tap -> map.
 type FeatureTable = HashMap<PathBuf, BTreeMap<String, FeatureMap>>;
 
-fn image_size(p: &std::path::Path) -> Result<ImageSize> {
+fn image_size(p: &Path) -> Result<ImageSize> {
     let img = load_rgb(p)?;
     Ok(ImageSize::new(img.width() as usize, img.height() as usize))
 }
 
-/// Predict every source keypoint of a pair in the target (DIFT's protocol, see the module docs).
+/// How the benchmark matches keypoints by default (see the module docs).
+pub const MATCH_RULE: MatchRule = MatchRule::UpsampledArgmax;
+
+/// Predict every source keypoint of a pair in the target by `rule`.
 pub fn predict_pair(
     src: &FeatureMap,
     trg: &FeatureMap,
     pair: &PairAnnotation,
+    rule: &MatchRule,
 ) -> Result<Vec<[f64; 2]>> {
-    let src_map = NormalizedMap::new(src, "source")?;
-    let trg_map = NormalizedMap::new(trg, "target")?;
     let src_size = ImageSize::new(pair.src_imsize[0] as usize, pair.src_imsize[1] as usize);
     let trg_size = ImageSize::new(pair.trg_imsize[0] as usize, pair.trg_imsize[1] as usize);
-    pair.src_kps
-        .iter()
-        .map(|kp| {
-            let v = source_vector(
-                &src_map,
-                src_size,
-                ImagePoint::new(kp[0] as f32, kp[1] as f32),
-            )?;
-            let up = similarity_map(&v, &trg_map)?.upsample_bilinear(trg_size);
-            let best = up
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &s)| if s > b.1 { (i, s) } else { b },
-                )
-                .0;
-            Ok([
-                (best % trg_size.width) as f64,
-                (best / trg_size.width) as f64,
-            ])
-        })
-        .collect()
+    predict_keypoints((src, src_size), (trg, trg_size), &pair.src_kps, rule)
 }
 
 /// Raw pixel colours as a `[3,H,W]` feature map (the trivial baseline).
-pub fn pixel_features(path: &std::path::Path) -> Result<FeatureMap> {
+pub fn pixel_features(path: &Path) -> Result<FeatureMap> {
     let x = to_model_input(&load_rgb(path)?, &candle_core::Device::Cpu)?;
     FeatureMap::from_tensor(&x)
 }
 
+/// Every image's taps by `model` at `t` under `recipe`, each image's prompt made for its
+/// category. A diffusion model takes the images of one size and category (so one prompt)
+/// through the UNet together, their draws batched to what the device holds (on a GPU many
+/// images per pass); the numbers are those of one image at a time.
+#[allow(clippy::too_many_arguments)]
 fn extract_all(
-    model: &DiffusionModel,
-    images: &[PathBuf],
+    model: &FeatureModel,
+    images: &[(PathBuf, String)],
     t: usize,
     taps: &[String],
-    settings: &SweepSettings,
+    recipe: &SweepRecipe,
+    size: Option<(u32, u32)>,
     cancel: Option<&AtomicBool>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<FeatureTable> {
-    let context = model.condition(&PromptSource::default())?;
+    let to_maps = |maps: BTreeMap<String, candle_core::Tensor>| -> Result<_> {
+        maps.iter()
+            .map(|(n, t)| Ok((n.clone(), FeatureMap::from_tensor(t)?)))
+            .collect::<Result<BTreeMap<_, _>>>()
+    };
     let mut table = HashMap::new();
-    for (i, path) in images.iter().enumerate() {
+    let m = match model {
+        FeatureModel::Vit(vit) => {
+            for (i, (path, _)) in images.iter().enumerate() {
+                progress(&format!("features of image {}/{}", i + 1, images.len()));
+                let maps = extract_vit(vit, path, taps, size, cancel)?.taps;
+                table.insert(path.clone(), to_maps(maps)?);
+            }
+            return Ok(table);
+        }
+        FeatureModel::Diffusion(m) => m,
+    };
+    // Encode every image; group them by category and size, in the order each group first comes.
+    type Group = ((String, (u32, u32)), Vec<usize>);
+    let mut latents = Vec::with_capacity(images.len());
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, (path, category)) in images.iter().enumerate() {
+        progress(&format!("t={t}: encoding image {}/{}", i + 1, images.len()));
+        let image = resize(load_rgb(path)?, size);
+        let dims = image.dimensions();
+        let (x, _) = crate::features::extract::model_input(m, image, None, path)?;
+        latents.push(m.encode(&x)?);
+        let key = (category.clone(), dims);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    let request = UNetRequest {
+        t,
+        taps: taps.to_vec(),
+        noise: recipe.noise.clone(),
+    };
+    let mut done = 0;
+    for ((category, dims), members) in groups {
         progress(&format!(
-            "t={t}: features of image {}/{}",
-            i + 1,
+            "t={t}: features of images {}-{} of {}",
+            done + 1,
+            done + members.len(),
             images.len()
         ));
-        let x = to_model_input(&load_rgb(path)?, &model.device)?;
-        let latents = model.encode(&x)?;
-        let request = UNetRequest {
-            t,
-            taps: taps.to_vec(),
-            noise: NoiseSource::Seeded {
-                seed: settings.seed,
-                ensemble: settings.ensemble,
-            },
-        };
-        let maps = extract_from_latents(
-            &model.unet,
-            &model.schedule,
-            &latents,
+        let context = m
+            .condition(&recipe.prompt.for_category(&category))?
+            .map(|c| c.at_size(dims, recipe.time_ids));
+        let group: Vec<candle_core::Tensor> = members.iter().map(|&i| latents[i].clone()).collect();
+        let maps = extract_from_many_latents(
+            &m.unet,
+            &m.schedule,
+            &group,
             context.as_ref(),
             &request,
             cancel,
             &mut |_, _| {},
         )?;
-        let maps = maps
-            .iter()
-            .map(|(n, t)| Ok((n.clone(), FeatureMap::from_tensor(t)?)))
-            .collect::<Result<_>>()?;
-        table.insert(path.clone(), maps);
+        for (&i, maps) in members.iter().zip(maps) {
+            table.insert(images[i].0.clone(), to_maps(maps)?);
+        }
+        done += members.len();
     }
     Ok(table)
 }
 
+/// Count a pair's predictions at the settings' threshold base.
+fn count(
+    acc: &mut PckAccumulator,
+    pair: &PairAnnotation,
+    predicted: &[[f64; 2]],
+    threshold: ThresholdBase,
+) -> Result<()> {
+    let image = (f64::from(pair.trg_imsize[0]), f64::from(pair.trg_imsize[1]));
+    let size = threshold.size(pair.trg_bndbox, image);
+    acc.add_pair_scaled(&pair.category, predicted, &pair.trg_kps, size)?;
+    Ok(())
+}
+
 fn score(
     pairs: &[PairAnnotation],
-    alphas: &[f64],
+    settings: &SweepSettings,
     features: impl Fn(&PairAnnotation) -> Result<(FeatureMap, FeatureMap)>,
 ) -> Result<PckReport> {
-    let mut acc = PckAccumulator::new(alphas)?;
+    let mut acc = PckAccumulator::new(&settings.alphas)?;
     for pair in pairs {
         let (src, trg) = features(pair)?;
-        let predicted = predict_pair(&src, &trg, pair)?;
-        acc.add_pair(&pair.category, &predicted, &pair.trg_kps, pair.trg_bndbox)?;
+        let predicted = predict_pair(&src, &trg, pair, &settings.rule)?;
+        count(&mut acc, pair, &predicted, settings.threshold)?;
     }
     Ok(acc.report())
 }
 
+/// The one descriptor of a pair's two images from all taps (and the second source).
+fn together(
+    pair: &PairAnnotation,
+    taps: &[String],
+    table: &FeatureTable,
+    second: Option<(&SecondSource, &FeatureTable)>,
+    weights: &[f32],
+    pca_dims: &[Option<usize>],
+) -> Result<(FeatureMap, FeatureMap)> {
+    let images = [&pair.src_image, &pair.trg_image];
+    fn maps_of<'t>(
+        table: &'t FeatureTable,
+        images: [&PathBuf; 2],
+        tap: &str,
+    ) -> Vec<&'t FeatureMap> {
+        images.iter().map(|p| &table[*p][tap]).collect()
+    }
+    let fused = second.is_some() || pca_dims.iter().any(Option::is_some);
+    if !fused {
+        let one = |p: &PathBuf| -> Result<FeatureMap> {
+            let inputs: Vec<WeightedTap> = taps
+                .iter()
+                .zip(weights)
+                .map(|(tap, &weight)| WeightedTap {
+                    map: &table[p][tap],
+                    weight,
+                })
+                .collect();
+            aggregate(&inputs, AggregateGrid::Finest)
+        };
+        return Ok((one(&pair.src_image)?, one(&pair.trg_image)?));
+    }
+    let second_weight = second.map_or(0.0, |(s, _)| s.weight);
+    let mut sources = vec![FusionSource {
+        name: "model".into(),
+        taps: taps
+            .iter()
+            .enumerate()
+            .map(|(k, tap)| FusionTap {
+                name: tap.clone(),
+                maps: maps_of(table, images, tap),
+                pca_dims: pca_dims[k],
+                weight: weights[k],
+            })
+            .collect(),
+        weight: 1.0 - second_weight,
+    }];
+    if let Some((s, second_table)) = second {
+        sources.push(FusionSource {
+            name: "second".into(),
+            taps: s
+                .taps
+                .iter()
+                .map(|tap| FusionTap {
+                    name: tap.clone(),
+                    maps: maps_of(second_table, images, tap),
+                    pca_dims: s.pca_dims,
+                    weight: 1.0,
+                })
+                .collect(),
+            weight: s.weight,
+        });
+    }
+    let mut maps = fuse(&sources, AggregateGrid::Finest)?.maps;
+    let trg = maps
+        .pop()
+        .ok_or_else(|| Error::invalid("fusion gave no maps"))?;
+    let src = maps
+        .pop()
+        .ok_or_else(|| Error::invalid("fusion gave no maps"))?;
+    Ok((src, trg))
+}
+
 /// Run the benchmark. `untrained` is the same architecture with fresh weights (a baseline).
 pub fn run_sweep(
-    model: &DiffusionModel,
-    untrained: Option<&DiffusionModel>,
+    model: &FeatureModel,
+    untrained: Option<&FeatureModel>,
     dataset: &SpairDataset,
     settings: &SweepSettings,
     cancel: Option<&AtomicBool>,
@@ -183,25 +371,50 @@ pub fn run_sweep(
             }
         }
     }
-    let mut images: Vec<PathBuf> = pairs
+    let mut images: Vec<(PathBuf, String)> = pairs
         .iter()
-        .flat_map(|p| [p.src_image.clone(), p.trg_image.clone()])
+        .flat_map(|p| {
+            [
+                (p.src_image.clone(), p.category.clone()),
+                (p.trg_image.clone(), p.category.clone()),
+            ]
+        })
         .collect();
     images.sort();
-    images.dedup();
-    let taps = expand_taps(&settings.blocks, model.unet.taps());
-    crate::model::taps::validate_taps(&taps, model.unet.taps())?;
-    for &t in &settings.timesteps {
-        model.schedule.check_timestep(t)?;
+    images.dedup_by(|a, b| a.0 == b.0);
+    let taps = expand_taps(&settings.blocks, model.taps());
+    crate::model::taps::validate_taps(&taps, model.taps())?;
+    let timesteps: Vec<usize> = match model {
+        // A vision transformer has no timestep: one pass whatever --t says.
+        FeatureModel::Vit(_) => vec![0],
+        FeatureModel::Diffusion(m) => {
+            for &t in &settings.timesteps {
+                m.schedule.check_timestep(t)?;
+            }
+            settings.timesteps.clone()
+        }
+    };
+    if let Descriptor::Together {
+        weights, pca_dims, ..
+    } = &settings.descriptor
+    {
+        if weights.len() != taps.len() || pca_dims.len() != taps.len() {
+            return Err(Error::invalid(format!(
+                "{} tap weights and {} PCA sizes for {} taps",
+                weights.len(),
+                pca_dims.len(),
+                taps.len()
+            )));
+        }
     }
 
     let mut rows = vec![];
     progress("baseline: pixel colours");
     let pixels: HashMap<PathBuf, FeatureMap> = images
         .iter()
-        .map(|p| Ok((p.clone(), pixel_features(p)?)))
+        .map(|(p, _)| Ok((p.clone(), pixel_features(p)?)))
         .collect::<Result<_>>()?;
-    let report = score(&pairs, &settings.alphas, |p| {
+    let report = score(&pairs, settings, |p| {
         Ok((pixels[&p.src_image].clone(), pixels[&p.trg_image].clone()))
     })?;
     rows.push(SweepRow {
@@ -211,27 +424,98 @@ pub fn run_sweep(
         report,
     });
 
-    let methods: Vec<(&str, &DiffusionModel)> = std::iter::once(("model", model))
+    // The second source's features do not depend on the model's t when it has none itself.
+    let second_table = match &settings.descriptor {
+        Descriptor::Together {
+            second: Some(s), ..
+        } if s.model.time_free() => {
+            let taps = expand_taps(&s.taps, s.model.taps());
+            crate::model::taps::validate_taps(&taps, s.model.taps())?;
+            Some(extract_all(
+                s.model,
+                &images,
+                0,
+                &taps,
+                &settings.recipe,
+                s.size,
+                cancel,
+                &mut |m| progress(&format!("second source: {m}")),
+            )?)
+        }
+        _ => None,
+    };
+
+    let methods: Vec<(&str, &FeatureModel)> = std::iter::once(("model", model))
         .chain(untrained.map(|u| ("untrained", u)))
         .collect();
     for (method, m) in methods {
-        for &t in &settings.timesteps {
-            let table = extract_all(m, &images, t, &taps, settings, cancel, &mut |s| {
-                progress(&format!("{method}: {s}"))
-            })?;
-            for tap in &taps {
-                let report = score(&pairs, &settings.alphas, |p| {
-                    Ok((
-                        table[&p.src_image][tap].clone(),
-                        table[&p.trg_image][tap].clone(),
-                    ))
-                })?;
-                rows.push(SweepRow {
-                    method: method.into(),
-                    block: tap.clone(),
-                    t: Some(t),
-                    report,
-                });
+        for &t in &timesteps {
+            let table = extract_all(
+                m,
+                &images,
+                t,
+                &taps,
+                &settings.recipe,
+                settings.recipe.size,
+                cancel,
+                &mut |s| progress(&format!("{method}: {s}")),
+            )?;
+            let t_row = (!m.time_free()).then_some(t);
+            match &settings.descriptor {
+                Descriptor::EachTap => {
+                    for tap in &taps {
+                        let report = score(&pairs, settings, |p| {
+                            Ok((
+                                table[&p.src_image][tap].clone(),
+                                table[&p.trg_image][tap].clone(),
+                            ))
+                        })?;
+                        rows.push(SweepRow {
+                            method: method.into(),
+                            block: tap.clone(),
+                            t: t_row,
+                            report,
+                        });
+                    }
+                }
+                Descriptor::Together {
+                    weights,
+                    pca_dims,
+                    second,
+                } => {
+                    let second_at_t = match (second, &second_table) {
+                        (Some(s), None) => {
+                            let taps = expand_taps(&s.taps, s.model.taps());
+                            Some(extract_all(
+                                s.model,
+                                &images,
+                                t,
+                                &taps,
+                                &settings.recipe,
+                                s.size,
+                                cancel,
+                                &mut |m| progress(&format!("second source: {m}")),
+                            )?)
+                        }
+                        _ => None,
+                    };
+                    let second_pair = second
+                        .as_ref()
+                        .zip(second_table.as_ref().or(second_at_t.as_ref()));
+                    let report = score(&pairs, settings, |p| {
+                        together(p, &taps, &table, second_pair, weights, pca_dims)
+                    })?;
+                    let mut block = taps.join("+");
+                    if let Some(s) = second {
+                        block = format!("{block} & {}", s.taps.join("+"));
+                    }
+                    rows.push(SweepRow {
+                        method: method.into(),
+                        block,
+                        t: t_row,
+                        report,
+                    });
+                }
             }
         }
     }
@@ -280,7 +564,7 @@ mod tests {
             kps_ids: None,
             flags: PairFlags::default(),
         };
-        let predicted = predict_pair(&src, &trg, &pair).unwrap();
+        let predicted = predict_pair(&src, &trg, &pair, &MATCH_RULE).unwrap();
         // The argmax pixel of the upsampled similarity is one of the 4 pixels around the cell centre.
         for (p, t) in predicted.iter().zip(&pair.trg_kps) {
             assert!(

@@ -196,7 +196,7 @@ impl Canvas {
     }
 
     pub fn save_png(&self, path: &std::path::Path) -> Result<()> {
-        crate::features::dump::write_atomically(path, |tmp| {
+        crate::io::atomic::write_atomically(path, |tmp| {
             self.image
                 .save_with_format(tmp, image::ImageFormat::Png)
                 .map_err(|e| Error::file(tmp, format!("cannot write PNG: {e}")))

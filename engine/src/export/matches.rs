@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, WithPath};
-use crate::features::dump::write_atomically;
+use crate::io::atomic::write_bytes_atomically;
 
 /// One match, in pixel coordinates of its own image (x right, y down, integers at pixel centres).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,12 +82,12 @@ impl MatchExport {
 
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = self.json_text();
-        write_atomically(path, |tmp| std::fs::write(tmp, &text).with_path(tmp))
+        write_bytes_atomically(path, text.as_bytes())
     }
 
     pub fn write_csv(&self, path: &Path) -> Result<()> {
         let text = self.csv_text();
-        write_atomically(path, |tmp| std::fs::write(tmp, &text).with_path(tmp))
+        write_bytes_atomically(path, text.as_bytes())
     }
 
     pub fn read_json(path: &Path) -> Result<Self> {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, WithPath};
 use crate::features::map::FeatureMap;
+use crate::io::safetensors::write_f32;
 
 /// Content identity of an image: FNV-1a of its size and RGB bytes.
 pub type ImageKey = u64;
@@ -339,17 +340,9 @@ fn read_map(path: &Path) -> Result<FeatureMap> {
 }
 
 fn write_map(path: &Path, key: &FeatureKey, map: &FeatureMap) -> Result<()> {
-    let bytes: Vec<u8> = map.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(
-        safetensors::Dtype::F32,
-        vec![map.channels, map.height, map.width],
-        &bytes,
-    )
-    .map_err(|e| Error::file(path, e.to_string()))?;
-    let metadata: HashMap<String, String> = key.fields().into_iter().collect();
-    crate::features::dump::write_atomically(path, |tmp| {
-        safetensors::serialize_to_file([("features", view)], Some(metadata), tmp).with_path(tmp)
-    })
+    let shape = [map.channels, map.height, map.width];
+    let metadata = key.fields().into_iter().collect();
+    write_f32(path, [("features", &shape[..], &map.data[..])], metadata)
 }
 
 /// A map that keeps at most `capacity` values, dropping the least recently used.
@@ -398,6 +391,11 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The keys held, in no order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.keys()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Feature dumps that numpy and PyTorch read: one `.safetensors` file with a float32 `[C,h,w]`
-//! tensor per tap (plus `latents`) and the settings in `__metadata__`; or a folder of `.npy`
-//! files with `meta.json`.
+//! tensor per tap (plus `latents`, and a vision transformer's `<tap>.cls` / `<tap>.registers`
+//! tokens) and the settings in `__metadata__`; or a folder of `.npy` files with `meta.json`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +9,9 @@ use candle_core::Tensor;
 
 use super::extract::Extraction;
 use crate::error::{Error, Result, WithPath};
+use crate::io::atomic::write_bytes_atomically;
 use crate::io::npy::{write_npy, NpyArray, NpyData};
+use crate::io::safetensors::write_tensors;
 
 /// All tensors of an extraction, `latents` included, contiguous float32 on the CPU.
 fn tensors_of(ex: &Extraction) -> Result<BTreeMap<String, Tensor>> {
@@ -17,6 +19,7 @@ fn tensors_of(ex: &Extraction) -> Result<BTreeMap<String, Tensor>> {
     for (name, t) in ex
         .taps
         .iter()
+        .chain(&ex.tokens)
         .chain(std::iter::once((&"latents".to_string(), &ex.latents)))
     {
         out.insert(
@@ -30,25 +33,8 @@ fn tensors_of(ex: &Extraction) -> Result<BTreeMap<String, Tensor>> {
 }
 
 pub fn write_safetensors(ex: &Extraction, path: &Path) -> Result<()> {
-    let tensors = tensors_of(ex)?;
-    let views: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    let metadata: std::collections::HashMap<String, String> =
-        ex.metadata.clone().into_iter().collect();
-    let data: Vec<(&str, Vec<u8>, Vec<usize>)> = views
-        .iter()
-        .map(|(n, t)| Ok((n.as_str(), f32_bytes(t)?, t.dims().to_vec())))
-        .collect::<Result<_>>()?;
-    let st_views: Vec<(&str, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(n, bytes, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (*n, v))
-                .map_err(|e| Error::file(path, e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    write_atomically(path, |tmp| {
-        safetensors::serialize_to_file(st_views, Some(metadata), tmp).with_path(tmp)
-    })
+    let metadata = ex.metadata.clone().into_iter().collect();
+    write_tensors(path, &tensors_of(ex)?, metadata)
 }
 
 /// `DIR/<tap>.npy` for every tap and `latents`, and `DIR/meta.json` with the settings and shapes.
@@ -70,31 +56,5 @@ pub fn write_npy_dir(ex: &Extraction, dir: &Path) -> Result<()> {
     let path = dir.join("meta.json");
     let text =
         serde_json::to_string_pretty(&meta).map_err(|e| Error::file(&path, e.to_string()))?;
-    std::fs::write(&path, text).with_path(&path)
-}
-
-fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    Ok(t.flatten_all()?
-        .to_vec1::<f32>()?
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect())
-}
-
-/// Write to a temporary file beside `path`, then rename, so a failed write never leaves half a file.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_path(parent)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let result = write(&tmp);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    std::fs::rename(&tmp, path).with_path(path)
+    write_bytes_atomically(&path, text.as_bytes())
 }

@@ -11,6 +11,8 @@ use image::RgbImage;
 use super::recipe::{extract_from_latents, NoiseSource, ProgressFn, UNetRequest};
 use crate::error::{Error, Result};
 use crate::io::image::{load_rgb, resize, to_model_input, RESIZE_FILTER};
+use crate::model::dinov2::imagenet_input;
+use crate::model::feature_model::{FeatureModel, VitModel};
 use crate::model::pipeline::{DiffusionModel, PromptSource};
 use crate::model::taps::TapInfo;
 
@@ -23,13 +25,19 @@ pub struct ExtractSettings {
     pub prompt: PromptSource,
     /// Resize (squash) the image to this `(width, height)` first.
     pub size: Option<(u32, u32)>,
+    /// SDXL's time ids `[orig_h, orig_w, crop_top, crop_left, target_h, target_w]`; by default the
+    /// input image's size, uncropped.
+    pub time_ids: Option<[f64; 6]>,
 }
 
 pub struct Extraction {
     /// Each tap's `[C,h,w]` map, averaged over the ensemble.
     pub taps: BTreeMap<String, Tensor>,
-    /// The clean latent `z` `[C,h,w]` (the image itself for pixel models).
+    /// The clean latent `z` `[C,h,w]` (the image itself for pixel models, the normalised image
+    /// for DINOv2).
     pub latents: Tensor,
+    /// A vision transformer's other tokens per tap: `<tap>.cls` `[C]`, `<tap>.registers` `[R,C]`.
+    pub tokens: BTreeMap<String, Tensor>,
     /// Every setting, as strings, for the file's metadata.
     pub metadata: BTreeMap<String, String>,
 }
@@ -75,7 +83,9 @@ pub fn extract_image(
     let (x, (width, height)) =
         model_input(model, load_rgb(image_path)?, settings.size, image_path)?;
     let latents = model.encode(&x)?;
-    let context = model.condition(&settings.prompt)?;
+    let context = model
+        .condition(&settings.prompt)?
+        .map(|c| c.at_size((width, height), settings.time_ids));
     let request = UNetRequest {
         t: settings.t,
         taps,
@@ -93,8 +103,81 @@ pub fn extract_image(
     let metadata = describe(model, image_path, (width, height), settings, &request);
     Ok(Extraction {
         taps: maps,
-        latents: latents.squeeze(0)?,
+        latents: latents.squeeze(0)?.to_dtype(candle_core::DType::F32)?,
+        tokens: BTreeMap::new(),
         metadata,
+    })
+}
+
+/// [`extract_image`] for any feature source: a diffusion model runs the recipe, a vision
+/// transformer one pass (t, noise and prompt do not apply to it).
+pub fn extract_features(
+    model: &FeatureModel,
+    image_path: &Path,
+    settings: &ExtractSettings,
+    cancel: Option<&AtomicBool>,
+    progress: &mut ProgressFn,
+) -> Result<Extraction> {
+    match model {
+        FeatureModel::Diffusion(m) => extract_image(m, image_path, settings, cancel, progress),
+        FeatureModel::Vit(v) => extract_vit(v, image_path, &settings.taps, settings.size, cancel),
+    }
+}
+
+/// A DINOv2's taps of an image (resized to `size` when given): one pass, no timestep or noise.
+pub fn extract_vit(
+    vit: &VitModel,
+    image_path: &Path,
+    requested: &[String],
+    size: Option<(u32, u32)>,
+    cancel: Option<&AtomicBool>,
+) -> Result<Extraction> {
+    let taps = expand_taps(requested, vit.net.taps());
+    crate::model::taps::validate_taps(&taps, vit.net.taps())?;
+    let image = resize(load_rgb(image_path)?, size);
+    let (width, height) = image.dimensions();
+    vit.net
+        .check_input_size((width, height))
+        .map_err(|e| Error::file(image_path, e.to_string()))?;
+    let x = imagenet_input(&image, &vit.device)?;
+    let mut maps = BTreeMap::new();
+    let mut tokens = BTreeMap::new();
+    for (name, tap) in vit.net.forward_taps(&x, &taps, cancel)? {
+        tokens.insert(format!("{name}.cls"), tap.cls);
+        if let Some(registers) = tap.registers {
+            tokens.insert(format!("{name}.registers"), registers);
+        }
+        maps.insert(name, tap.map);
+    }
+    let mut m = BTreeMap::new();
+    m.insert("model".into(), vit.net.dir.display().to_string());
+    m.insert("image".into(), image_path.display().to_string());
+    m.insert("size".into(), format!("{width}x{height}"));
+    let resized = if size.is_some() {
+        RESIZE_FILTER
+    } else {
+        "none"
+    };
+    m.insert("resize".into(), resized.to_string());
+    m.insert("taps".into(), taps.join(","));
+    m.insert("t".into(), "none".into());
+    m.insert(
+        "input".into(),
+        "ImageNet-normalised RGB, (u8/255 - mean)/std".into(),
+    );
+    m.insert(
+        "recipe".into(),
+        "DINOv2: one pass, patch tokens of each tap as [C,h,w] (no timestep or noise)".into(),
+    );
+    m.insert(
+        "version".into(),
+        format!("diffscope {}", env!("CARGO_PKG_VERSION")),
+    );
+    Ok(Extraction {
+        taps: maps,
+        latents: x.squeeze(0)?,
+        tokens,
+        metadata: m,
     })
 }
 
@@ -164,18 +247,32 @@ pub fn describe(
         NoiseSource::Given(_) => {
             m.insert("noise".into(), "given".into());
         }
+        NoiseSource::Clean => {
+            m.insert("noise".into(), "none (CleanDIFT)".into());
+        }
     }
     match &settings.prompt {
         PromptSource::Text(p) => m.insert("prompt".into(), p.clone()),
-        PromptSource::Embeddings(_) => m.insert("prompt".into(), "<embeddings>".into()),
+        PromptSource::Embeddings { .. } => m.insert("prompt".into(), "<embeddings>".into()),
     };
-    m.insert(
-        "recipe".into(),
-        "z_t = sqrt(ab[t]) z + sqrt(1-ab[t]) eps_k; UNet taps averaged over k".into(),
-    );
+    if model.unet.pooled_text_dim().is_some() {
+        let (w, h) = (f64::from(width), f64::from(height));
+        let ids = settings.time_ids.unwrap_or([h, w, 0.0, 0.0, h, w]);
+        let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+        m.insert("time_ids".into(), ids.join(","));
+    }
+    m.insert("recipe".into(), recipe_line(&settings.noise).into());
     m.insert(
         "version".into(),
         format!("diffscope {}", env!("CARGO_PKG_VERSION")),
     );
     m
+}
+
+/// The recipe in one line, for metadata and captions.
+pub fn recipe_line(noise: &NoiseSource) -> &'static str {
+    match noise {
+        NoiseSource::Clean => "CleanDIFT: the clean latent z through the UNet once, t only in the time embedding, no noise",
+        _ => "z_t = sqrt(ab[t]) z + sqrt(1-ab[t]) eps_k; UNet taps averaged over k",
+    }
 }

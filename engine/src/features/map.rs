@@ -1,8 +1,10 @@
 //! A feature map as the analysis code and the UI see it: `[C,h,w]` float32, channel-major.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WithPath};
+use crate::io::npy::read_npy;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeatureMap {
@@ -101,4 +103,22 @@ impl FeatureMap {
         }
         Ok(())
     }
+}
+
+/// Read a feature map from a `[C,h,w]` or `[1,C,h,w]` float `.npy` file.
+pub fn read_feature_map(path: impl AsRef<Path>) -> Result<FeatureMap> {
+    let path = path.as_ref();
+    let array = read_npy(path)?;
+    let (c, h, w) = match array.shape.as_slice() {
+        [c, h, w] => (*c, *h, *w),
+        [1, c, h, w] => (*c, *h, *w),
+        other => {
+            return Err(Error::file(
+                path,
+                format!("expected a [C,h,w] feature map, got shape {other:?}"),
+            ))
+        }
+    };
+    let values = array.to_f32().with_path(path)?;
+    FeatureMap::new(c, h, w, values).with_path(path)
 }

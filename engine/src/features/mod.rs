@@ -1,5 +1,7 @@
-//! Feature extraction: the recipe, whole-image extraction, maps, dumps.
+//! Feature extraction: the recipe, whole-image extraction, maps, dumps, and attention maps
+//! extracted by the same recipe.
 
+pub mod attention;
 pub mod cache;
 pub mod dump;
 pub mod extract;

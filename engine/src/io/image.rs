@@ -18,6 +18,12 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
     if reader.format().is_none() {
+        if super::pickle::is_pickle(path) {
+            return Err(super::pickle::pickle_error(
+                path,
+                "an image must be a PNG or JPEG file",
+            ));
+        }
         return Err(Error::file(
             path,
             "not a readable image: neither PNG nor JPEG",

@@ -1,13 +1,17 @@
-//! numpy's `.npy` format: read and write float32, float64, int64 and uint8 arrays, C order, little endian,
-//! format versions 1.0, 2.0 and 3.0 (3.0 differs from 2.0 only in allowing UTF-8 in the header).
+//! numpy's `.npy` format: read and write float16, float32, float64, int64 and uint8 arrays, C order,
+//! little endian, format versions 1.0, 2.0 and 3.0 (3.0 differs from 2.0 only in allowing UTF-8 in
+//! the header). A pickled file given instead is named as one (see [`super::pickle`]).
 //!
 //! The writer produces the same bytes as `numpy.save` (version 1.0 unless the header needs more than
 //! 65535 bytes, then 2.0; header padded with spaces to a multiple of 64 bytes and ended by a newline).
 
 use std::path::Path;
 
+use half::f16;
+
+use super::atomic::write_bytes_atomically;
+use super::pickle;
 use crate::error::{Error, Result, WithPath};
-use crate::features::map::FeatureMap;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy aligns the start of the data to this many bytes.
@@ -16,6 +20,7 @@ const ALIGN: usize = 64;
 /// The element types we read and write, by their numpy `descr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NpyDtype {
+    F16,
     F32,
     F64,
     I64,
@@ -25,6 +30,7 @@ pub enum NpyDtype {
 impl NpyDtype {
     fn descr(self) -> &'static str {
         match self {
+            NpyDtype::F16 => "<f2",
             NpyDtype::F32 => "<f4",
             NpyDtype::F64 => "<f8",
             NpyDtype::I64 => "<i8",
@@ -34,6 +40,7 @@ impl NpyDtype {
 
     fn size(self) -> usize {
         match self {
+            NpyDtype::F16 => 2,
             NpyDtype::F32 => 4,
             NpyDtype::F64 | NpyDtype::I64 => 8,
             NpyDtype::U8 => 1,
@@ -42,6 +49,7 @@ impl NpyDtype {
 
     fn from_descr(descr: &str) -> Option<Self> {
         match descr {
+            "<f2" => Some(NpyDtype::F16),
             "<f4" => Some(NpyDtype::F32),
             "<f8" => Some(NpyDtype::F64),
             "<i8" => Some(NpyDtype::I64),
@@ -54,6 +62,7 @@ impl NpyDtype {
 /// The values of an array, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NpyData {
+    F16(Vec<f16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
     I64(Vec<i64>),
@@ -63,6 +72,7 @@ pub enum NpyData {
 impl NpyData {
     pub fn dtype(&self) -> NpyDtype {
         match self {
+            NpyData::F16(_) => NpyDtype::F16,
             NpyData::F32(_) => NpyDtype::F32,
             NpyData::F64(_) => NpyDtype::F64,
             NpyData::I64(_) => NpyDtype::I64,
@@ -72,6 +82,7 @@ impl NpyData {
 
     pub fn len(&self) -> usize {
         match self {
+            NpyData::F16(v) => v.len(),
             NpyData::F32(v) => v.len(),
             NpyData::F64(v) => v.len(),
             NpyData::I64(v) => v.len(),
@@ -105,9 +116,10 @@ impl NpyArray {
         Ok(Self { shape, data })
     }
 
-    /// The values as float32; float64 is narrowed, integers are refused.
+    /// The values as float32; float16 is widened (exactly), float64 narrowed, integers refused.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         match &self.data {
+            NpyData::F16(v) => Ok(v.iter().map(|x| x.to_f32()).collect()),
             NpyData::F32(v) => Ok(v.clone()),
             NpyData::F64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
             other => Err(Error::invalid(format!(
@@ -117,9 +129,33 @@ impl NpyArray {
         }
     }
 
-    /// The values as float64 (exact for float32).
+    /// As [`Self::to_f32`], refusing NaN and infinity (and float64 values beyond float32's
+    /// range): inputs such as noise or prompt embeddings must be numbers, or every result is NaN.
+    pub fn to_finite_f32(&self) -> Result<Vec<f32>> {
+        let values = self.to_f32()?;
+        let bad: Vec<usize> = (0..values.len())
+            .filter(|&i| !values[i].is_finite())
+            .collect();
+        let Some(&first) = bad.first() else {
+            return Ok(values);
+        };
+        let what = match &self.data {
+            NpyData::F64(v) if v[first].is_finite() => "a value beyond float32's range".to_string(),
+            _ => format!("{}", values[first]),
+        };
+        Err(Error::invalid(format!(
+            "the array holds {} value(s) that are NaN or infinite, the first {what} at index {:?} \
+             of shape {:?}; every result computed from it would be NaN",
+            bad.len(),
+            unravel(first, &self.shape),
+            self.shape
+        )))
+    }
+
+    /// The values as float64 (exact for float16 and float32).
     pub fn to_f64(&self) -> Result<Vec<f64>> {
         match &self.data {
+            NpyData::F16(v) => Ok(v.iter().map(|x| x.to_f64()).collect()),
             NpyData::F32(v) => Ok(v.iter().map(|&x| f64::from(x)).collect()),
             NpyData::F64(v) => Ok(v.clone()),
             other => Err(Error::invalid(format!(
@@ -130,14 +166,27 @@ impl NpyArray {
     }
 }
 
+/// The multi-index of flat position `i` in a C-order array of `shape`.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (slot, &dim) in index.iter_mut().zip(shape).rev() {
+        *slot = i % dim.max(1);
+        i /= dim.max(1);
+    }
+    index
+}
+
 fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
-/// Read a `.npy` file.
+/// Read a `.npy` file. A pickle (`torch.save`'s `.pt`) is named as one, with how to convert it.
 pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).with_path(path)?;
+    if !bytes.starts_with(MAGIC) && pickle::is_pickle(path) {
+        return Err(pickle::pickle_error(path, pickle::ARRAY_ADVICE));
+    }
     parse_npy(&bytes).with_path(path)
 }
 
@@ -145,34 +194,7 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray> {
 pub fn write_npy(path: impl AsRef<Path>, array: &NpyArray) -> Result<()> {
     let path = path.as_ref();
     let bytes = encode_npy(array)?;
-    std::fs::write(path, bytes).with_path(path)
-}
-
-/// Read a feature map from a `[C,h,w]` or `[1,C,h,w]` float `.npy` file.
-pub fn read_feature_map(path: impl AsRef<Path>) -> Result<FeatureMap> {
-    let path = path.as_ref();
-    let array = read_npy(path)?;
-    let (c, h, w) = match array.shape.as_slice() {
-        [c, h, w] => (*c, *h, *w),
-        [1, c, h, w] => (*c, *h, *w),
-        other => {
-            return Err(Error::file(
-                path,
-                format!("expected a [C,h,w] feature map, got shape {other:?}"),
-            ))
-        }
-    };
-    let values = array.to_f32().with_path(path)?;
-    FeatureMap::new(c, h, w, values).with_path(path)
-}
-
-/// Write a feature map as a `[C,h,w]` float32 `.npy` file.
-pub fn write_feature_map(path: impl AsRef<Path>, map: &FeatureMap) -> Result<()> {
-    let array = NpyArray::new(
-        vec![map.channels, map.height, map.width],
-        NpyData::F32(map.data.as_ref().clone()),
-    )?;
-    write_npy(path, &array)
+    write_bytes_atomically(path, &bytes)
 }
 
 /// Parse the bytes of a `.npy` file. Errors say what is wrong, without the file name (callers add it).
@@ -220,7 +242,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
     }
     let dtype = NpyDtype::from_descr(&parsed.descr).ok_or_else(|| {
         Error::unsupported(format!(
-            "npy dtype '{}' (supported: little-endian float32 '<f4', float64 '<f8', int64 '<i8', uint8 '|u1')",
+            "npy dtype '{}' (supported: little-endian float16 '<f2', float32 '<f4', float64 '<f8', int64 '<i8', uint8 '|u1')",
             parsed.descr
         ))
     })?;
@@ -239,6 +261,12 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
         )));
     }
     let data = match dtype {
+        NpyDtype::F16 => NpyData::F16(
+            payload
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ),
         NpyDtype::F32 => NpyData::F32(
             payload
                 .chunks_exact(4)
@@ -309,6 +337,9 @@ pub fn encode_npy(array: &NpyArray) -> Result<Vec<u8>> {
     out.resize(total_header - 1, b' ');
     out.push(b'\n');
     match &array.data {
+        NpyData::F16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         NpyData::F32(v) => v
             .iter()
             .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
@@ -436,6 +467,11 @@ mod tests {
             NpyArray::new(vec![4], NpyData::F64(vec![1.0, -2.5, 3.0, 1e300])).unwrap(),
             NpyArray::new(vec![1, 2, 2], NpyData::I64(vec![-1, 0, i64::MAX, 7])).unwrap(),
             NpyArray::new(vec![3], NpyData::U8(vec![0, 128, 255])).unwrap(),
+            NpyArray::new(
+                vec![3],
+                NpyData::F16(vec![f16::from_f32(0.5), f16::MAX, f16::from_f32(-1e-3)]),
+            )
+            .unwrap(),
             NpyArray::new(vec![], NpyData::F32(vec![4.0])).unwrap(),
             NpyArray::new(vec![0, 5], NpyData::F32(vec![])).unwrap(),
         ];
@@ -477,5 +513,55 @@ mod tests {
         let err = parse_npy(&big_endian).unwrap_err().to_string();
         assert!(err.contains(">f4"), "{err}");
         assert!(NpyArray::new(vec![2, 2], NpyData::U8(vec![1])).is_err());
+    }
+
+    /// `np.save(f, np.array([[1, -2.5], [65504, 1e-4]], np.float16))`: what numpy writes, read as
+    /// float32 exactly.
+    #[test]
+    fn reads_numpys_float16() {
+        let dict = b"{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }";
+        let mut bytes = b"\x93NUMPY\x01\x00\x76\x00".to_vec();
+        bytes.extend_from_slice(dict);
+        bytes.resize(127, b' ');
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&[0x00, 0x3c, 0x00, 0xc1, 0xff, 0x7b, 0x8e, 0x06]);
+        let array = parse_npy(&bytes).unwrap();
+        assert_eq!(array.shape, [2, 2]);
+        assert_eq!(
+            array.to_f32().unwrap(),
+            [1.0, -2.5, 65504.0, f16::from_bits(0x068e).to_f32()]
+        );
+        assert!((array.to_f32().unwrap()[3] - 1e-4).abs() < 1e-7);
+    }
+
+    #[test]
+    fn nan_and_infinity_are_refused_where_numbers_are_needed() {
+        let finite = NpyArray::new(vec![2], NpyData::F32(vec![1.0, -2.0])).unwrap();
+        assert_eq!(finite.to_finite_f32().unwrap(), [1.0, -2.0]);
+        let nan = NpyArray::new(
+            vec![1, 2, 2],
+            NpyData::F32(vec![0.0, 1.0, f32::NAN, f32::INFINITY]),
+        )
+        .unwrap();
+        let err = nan.to_finite_f32().unwrap_err().to_string();
+        assert!(
+            err.contains("2 value(s)") && err.contains("NaN at index [0, 1, 0]"),
+            "{err}"
+        );
+        let wide = NpyArray::new(vec![1], NpyData::F64(vec![1e300])).unwrap();
+        let err = wide.to_finite_f32().unwrap_err().to_string();
+        assert!(err.contains("beyond float32's range"), "{err}");
+    }
+
+    #[test]
+    fn a_pickle_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("noise.pt");
+        std::fs::write(&path, b"PK\x03\x04\0\0\0\0archive/data.pkl").unwrap();
+        let err = read_npy(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("noise.pt") && err.contains("pickle") && err.contains("np.save"),
+            "{err}"
+        );
     }
 }

@@ -1,68 +1,19 @@
 //! Attention layers: the multi-head `Attention` of diffusers, its transformer block for the
 //! conditional UNet, and the single-map self-attention of VAE and DDPM UNets.
 //!
-//! Scores are computed a chunk of queries at a time, so memory stays bounded by
-//! [`ATTENTION_CHUNK_ELEMENTS`] whatever the image size (SD 2.1 at 768x768 has 9216 tokens).
+//! The attention core itself (bounded memory whatever the image size) is [`super::ops::attention`].
+//! Each `Attention` knows its diffusers path and hands its probabilities to the pass's
+//! [`AttentionRecorder`] when that asks for them.
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{LayerNorm, Linear};
 
+use super::attention_probs::{AttentionInfo, AttentionKind, AttentionRecorder};
 use super::layers::{apply_linear_3d, group_norm, layer_norm, linear, GroupNorm};
+use super::ops::attention;
+use super::ops::attention::attention_with_probs;
 use super::weights::Weights;
 use crate::error::Result;
-
-/// Largest score matrix (batch x heads x queries x keys) held at once: 4 Mi floats, 16 MiB. Below
-/// glibc's largest mmap threshold (32 MiB), so each chunk's buffers are reused from the heap instead
-/// of being mapped and faulted in afresh.
-pub const ATTENTION_CHUNK_ELEMENTS: usize = 4 << 20;
-
-/// softmax(q kᵀ · scale) v over `[BH, N, d]` inputs, a chunk of queries at a time.
-pub fn chunked_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    max_elements: usize,
-) -> Result<Tensor> {
-    let (bh, n, _) = q.dims3()?;
-    let m = k.dim(1)?;
-    let kt = k.t()?.contiguous()?;
-    // Scale the queries rather than the scores: N x d values instead of N x M.
-    let q = (q * scale)?;
-    let chunk = (max_elements / (bh * m).max(1)).clamp(1, n.max(1));
-    let mut outs = Vec::with_capacity(n.div_ceil(chunk));
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
-        let qc = q.narrow(1, start, len)?;
-        let scores = qc.matmul(&kt)?;
-        let probs = super::softmax::softmax_last_dim(&scores)?;
-        outs.push(probs.matmul(v)?);
-        start += len;
-    }
-    Ok(if outs.len() == 1 {
-        outs.remove(0)
-    } else {
-        Tensor::cat(&outs, 1)?
-    })
-}
-
-/// `[B, N, H*d]` -> `[B*H, N, d]`.
-fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (b, n, c) = x.dims3()?;
-    Ok(x.reshape((b, n, heads, c / heads))?
-        .transpose(1, 2)?
-        .reshape((b * heads, n, c / heads))?
-        .contiguous()?)
-}
-
-/// `[B*H, N, d]` -> `[B, N, H*d]`.
-fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (bh, n, d) = x.dims3()?;
-    Ok(x.reshape((bh / heads, heads, n, d))?
-        .transpose(1, 2)?
-        .reshape((bh / heads, n, heads * d))?)
-}
 
 /// diffusers' `Attention` on token sequences: q from `x`, k and v from the context (or `x`).
 pub struct Attention {
@@ -72,6 +23,8 @@ pub struct Attention {
     to_out: Linear,
     heads: usize,
     scale: f64,
+    /// The module's diffusers path, which names its attention maps.
+    name: String,
 }
 
 pub struct AttentionSpec {
@@ -101,17 +54,52 @@ impl Attention {
             to_out: linear(&pick("to_out.0", "proj_attn"), inner, s.query_dim, true)?,
             heads: s.heads,
             scale: (s.head_dim as f64).powf(-0.5),
+            name: w.prefix().to_string(),
         })
     }
 
     /// `x`: `[B, N, query_dim]`; `context`: `[B, M, context_dim]` or None for self-attention.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_recorded(x, context, (0, 0), &mut AttentionRecorder::default())
+    }
+
+    /// [`Self::forward`] for queries from a `grid` `(h, w)`, recording the probabilities in
+    /// `rec` when it asks for this module's.
+    pub fn forward_recorded(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        grid: (usize, usize),
+        rec: &mut AttentionRecorder,
+    ) -> Result<Tensor> {
+        let kind = match context {
+            Some(_) => AttentionKind::CrossAttention,
+            None => AttentionKind::SelfAttention,
+        };
         let ctx = context.unwrap_or(x);
-        let q = split_heads(&apply_linear_3d(&self.to_q, x)?, self.heads)?;
-        let k = split_heads(&apply_linear_3d(&self.to_k, ctx)?, self.heads)?;
-        let v = split_heads(&apply_linear_3d(&self.to_v, ctx)?, self.heads)?;
-        let out = chunked_attention(&q, &k, &v, self.scale, ATTENTION_CHUNK_ELEMENTS)?;
-        apply_linear_3d(&self.to_out, &merge_heads(&out, self.heads)?)
+        let q = apply_linear_3d(&self.to_q, x)?;
+        let k = apply_linear_3d(&self.to_k, ctx)?;
+        let v = apply_linear_3d(&self.to_v, ctx)?;
+        let out = match rec.rows_for(&self.name, kind, grid) {
+            None => attention(&q, &k, &v, self.heads, self.scale)?,
+            Some(rows) => {
+                let (out, probs) = attention_with_probs(&q, &k, &v, self.heads, self.scale, rows)?;
+                rec.record(&self.name, kind, grid, rows, probs, x.dim(0)?)?;
+                out
+            }
+        };
+        apply_linear_3d(&self.to_out, &out)
+    }
+
+    /// What this module offers as an attention map, for queries `stride` times coarser than the
+    /// UNet's input.
+    fn info(&self, kind: AttentionKind, stride: usize) -> AttentionInfo {
+        AttentionInfo {
+            name: self.name.clone(),
+            kind,
+            heads: self.heads,
+            stride,
+        }
     }
 }
 
@@ -149,13 +137,20 @@ impl SpatialAttention {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_recorded(x, &mut AttentionRecorder::default())
+    }
+
+    /// [`Self::forward`], recording its attention map in `rec` when it asks for it.
+    pub fn forward_recorded(&self, x: &Tensor, rec: &mut AttentionRecorder) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = self.group_norm.forward(x)?;
         let tokens = normed
             .reshape((b, c, h * w))?
             .transpose(1, 2)?
             .contiguous()?;
-        let out = self.attention.forward(&tokens, None)?;
+        let out = self
+            .attention
+            .forward_recorded(&tokens, None, (h, w), rec)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         let out = (out + x)?;
         Ok(if self.rescale_output_factor != 1.0 {
@@ -163,6 +158,11 @@ impl SpatialAttention {
         } else {
             out
         })
+    }
+
+    /// Its attention map (this module itself is diffusers' `Attention`).
+    pub fn attention_modules(&self, stride: usize) -> Vec<AttentionInfo> {
+        vec![self.attention.info(AttentionKind::SelfAttention, stride)]
     }
 }
 
@@ -228,11 +228,20 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+    /// `x`: the tokens of a `grid` `(h, w)`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        grid: (usize, usize),
+        rec: &mut AttentionRecorder,
+    ) -> Result<Tensor> {
+        let normed = self.norm1.forward(x)?;
+        let x = (self.attn1.forward_recorded(&normed, None, grid, rec)? + x)?;
+        let normed = self.norm2.forward(&x)?;
         let x = (self
             .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context))?
+            .forward_recorded(&normed, Some(context), grid, rec)?
             + x)?;
         Ok((self.ff.forward(&self.norm3.forward(&x)?)? + x)?)
     }
@@ -275,37 +284,36 @@ impl Transformer2D {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// The forward pass, recording the attention maps `rec` asks for.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        rec: &mut AttentionRecorder,
+    ) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = self.norm.forward(x)?;
         let tokens = normed.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?;
         let mut tokens = apply_linear_3d(&self.proj_in, &tokens)?;
         for block in &self.blocks {
-            tokens = block.forward(&tokens, context)?;
+            tokens = block.forward(&tokens, context, (h, w), rec)?;
         }
         let out = apply_linear_3d(&self.proj_out, &tokens)?;
         let out = out.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?;
         Ok((out + x)?)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::features::recipe::seeded_normal;
-    use candle_core::Device;
-
-    #[test]
-    fn query_chunks_give_the_same_attention() {
-        let dev = Device::Cpu;
-        let (bh, n, m, d) = (3, 50, 40, 8);
-        let q = seeded_normal(1, &[bh, n, d], &dev).unwrap();
-        let k = seeded_normal(2, &[bh, m, d], &dev).unwrap();
-        let v = seeded_normal(3, &[bh, m, d], &dev).unwrap();
-        let whole = chunked_attention(&q, &k, &v, 0.3, usize::MAX).unwrap();
-        // 7 queries per chunk: 8 chunks, the last one short.
-        let chunked = chunked_attention(&q, &k, &v, 0.3, bh * m * 7).unwrap();
-        let diff = crate::test_util::max_abs_diff(&whole, &chunked);
-        assert!(diff < 1e-6, "{diff}");
+    /// Its attention maps in forward order: each transformer block's `attn1` (self) and `attn2`
+    /// (cross).
+    pub fn attention_modules(&self, stride: usize) -> Vec<AttentionInfo> {
+        self.blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    b.attn1.info(AttentionKind::SelfAttention, stride),
+                    b.attn2.info(AttentionKind::CrossAttention, stride),
+                ]
+            })
+            .collect()
     }
 }

@@ -29,6 +29,44 @@ impl PerLevel {
     }
 }
 
+/// `transformer_layers_per_block`: one depth for every transformer, one per level, or one per layer of
+/// each level (SSD-1B), as diffusers accepts them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TransformerDepths {
+    One(usize),
+    Each(Vec<PerLevel>),
+}
+
+impl TransformerDepths {
+    /// The entry of each of `levels` levels (a number, or a list over its layers).
+    pub fn for_levels(&self, levels: usize, key: &str) -> Result<Vec<PerLevel>> {
+        match self {
+            TransformerDepths::One(v) => Ok(vec![PerLevel::One(*v); levels]),
+            TransformerDepths::Each(v) if v.len() == levels => Ok(v.clone()),
+            TransformerDepths::Each(v) => Err(Error::invalid(format!(
+                "`{key}` has {} entries but the model has {levels} levels",
+                v.len()
+            ))),
+        }
+    }
+}
+
+impl PerLevel {
+    /// The depth of the transformer after resnet `layer` of a level with `layers` of them: the one
+    /// number, or that layer's entry of the list (which must have an entry for every layer).
+    pub fn for_layer(&self, layer: usize, layers: usize, key: &str) -> Result<usize> {
+        match self {
+            PerLevel::One(v) => Ok(*v),
+            PerLevel::Each(v) if v.len() >= layers => Ok(v[layer]),
+            PerLevel::Each(v) => Err(Error::invalid(format!(
+                "`{key}` lists {} depths for a block of {layers} layers",
+                v.len()
+            ))),
+        }
+    }
+}
+
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).with_path(path)?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid config: {e}")))
@@ -95,7 +133,11 @@ pub struct UNet2DConditionConfig {
     #[serde(default = "default_cross_attention_dim")]
     pub cross_attention_dim: PerLevel,
     #[serde(default = "default_transformer_layers")]
-    pub transformer_layers_per_block: PerLevel,
+    pub transformer_layers_per_block: TransformerDepths,
+    /// The depths of the up blocks' transformers, in up-block order (SSD-1B); by default the down
+    /// blocks' reversed.
+    #[serde(default)]
+    pub reverse_transformer_layers_per_block: Option<Vec<PerLevel>>,
     #[serde(default = "default_attention_head_dim")]
     pub attention_head_dim: PerLevel,
     #[serde(default)]
@@ -110,6 +152,12 @@ pub struct UNet2DConditionConfig {
     pub class_embed_type: Option<String>,
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// SDXL: the width of each time id's Fourier features (256).
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// SDXL: the added embedding's input, the pooled text embedding and the time ids' features (2816).
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default = "default_time_shift")]
     pub resnet_time_scale_shift: String,
     #[serde(default = "default_positional")]
@@ -142,8 +190,8 @@ fn default_layers_per_block() -> PerLevel {
 fn default_cross_attention_dim() -> PerLevel {
     PerLevel::One(1280)
 }
-fn default_transformer_layers() -> PerLevel {
-    PerLevel::One(1)
+fn default_transformer_layers() -> TransformerDepths {
+    TransformerDepths::One(1)
 }
 fn default_attention_head_dim() -> PerLevel {
     PerLevel::One(8)
@@ -180,9 +228,14 @@ impl UNet2DConditionConfig {
             )));
         }
         if let Some(v) = &self.addition_embed_type {
-            return Err(Error::unsupported(format!(
-                "addition_embed_type `{v}` (SDXL-style UNets are not supported yet)"
-            )));
+            check_value("addition_embed_type", v, &["text_time"])?;
+            if self.addition_time_embed_dim.is_none()
+                || self.projection_class_embeddings_input_dim.is_none()
+            {
+                return Err(Error::invalid(
+                    "addition_embed_type `text_time` needs addition_time_embed_dim and projection_class_embeddings_input_dim",
+                ));
+            }
         }
         if self.dual_cross_attention {
             return Err(Error::unsupported("dual_cross_attention"));

@@ -55,4 +55,66 @@ impl TimestepEmbedding {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.linear_2.forward(&self.linear_1.forward(x)?.silu()?)?)
     }
+
+    /// The width of its input.
+    pub fn input_dim(&self) -> usize {
+        self.linear_1.weight().dim(1).unwrap_or(0)
+    }
+}
+
+/// SDXL's added embedding (`addition_embed_type: text_time`): each of the six time ids turned into
+/// sinusoidal features as timesteps are (`add_time_proj`), joined after the pooled text embedding,
+/// through a `TimestepEmbedding` (`add_embedding`); the result is added to the time embedding.
+pub struct TextTimeEmbedding {
+    time_dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    embedding: TimestepEmbedding,
+}
+
+impl TextTimeEmbedding {
+    pub fn new(
+        w: &Weights,
+        (time_dim, input_dim, output_dim): (usize, usize, usize),
+        flip_sin_to_cos: bool,
+        freq_shift: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            time_dim,
+            flip_sin_to_cos,
+            freq_shift,
+            embedding: TimestepEmbedding::new(&w.pp("add_embedding"), input_dim, output_dim)?,
+        })
+    }
+
+    /// The width of the pooled text embedding this UNet takes.
+    pub fn text_dim(&self) -> usize {
+        self.embedding.input_dim() - 6 * self.time_dim
+    }
+
+    /// `text_embeds`: `[1 or B, P]`; `time_ids`: six numbers; -> `[batch, T]` in `dtype`.
+    pub fn forward(
+        &self,
+        text_embeds: &Tensor,
+        time_ids: &[f64; 6],
+        batch: usize,
+        dtype: candle_core::DType,
+    ) -> Result<Tensor> {
+        let device = text_embeds.device();
+        let times = timestep_features(
+            time_ids,
+            self.time_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            device,
+        )?
+        .reshape((1, 6 * self.time_dim))?;
+        let text = text_embeds.to_dtype(candle_core::DType::F32)?;
+        let joined = Tensor::cat(&[&text, &times], 1)?.to_dtype(dtype)?;
+        let joined = match joined.dim(0)? {
+            1 if batch > 1 => joined.repeat((batch, 1))?,
+            _ => joined,
+        };
+        self.embedding.forward(&joined)
+    }
 }

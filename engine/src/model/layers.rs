@@ -3,8 +3,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-pub use super::conv::Conv2d;
-pub use super::group_norm::GroupNorm;
+pub use super::ops::{Conv2d, GroupNorm};
 
 use super::weights::Weights;
 use crate::error::{Error, Result};

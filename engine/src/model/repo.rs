@@ -1,10 +1,12 @@
 //! Finding a model on disk: a diffusers pipeline folder, a single component folder, a Hugging Face
-//! cache folder (`models--org--name`), or `default` for the bundled model.
+//! cache folder (`models--org--name`), a Hugging Face name (`org/name[@revision]`, looked up in the
+//! hub cache), or `default` for the bundled model.
 
 use std::path::{Path, PathBuf};
 
+use super::hub;
 use super::weights::refuse_pickle;
-use crate::error::{Error, Result, WithPath};
+use crate::error::{Error, Result};
 
 /// Where the parts of a model live. Missing optional parts are None.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +17,9 @@ pub struct ModelFolders {
     pub vae: Option<PathBuf>,
     pub text_encoder: Option<PathBuf>,
     pub tokenizer: Option<PathBuf>,
+    /// SDXL's second text encoder and its tokenizer.
+    pub text_encoder_2: Option<PathBuf>,
+    pub tokenizer_2: Option<PathBuf>,
     pub scheduler_config: Option<PathBuf>,
 }
 
@@ -36,8 +41,15 @@ pub fn default_model_dir() -> PathBuf {
     assets_dir().join("default-model")
 }
 
-/// Resolve what `--model` named into the folders of its components.
+/// Resolve what `--model` named into the folders of its components: `default`, a folder, or a
+/// Hugging Face model name `org/name[@revision]` found offline in the hub cache (see [`hub`]).
+/// The CLI and the workbench both load through here.
 pub fn resolve(spec: &str) -> Result<ModelFolders> {
+    resolve_in(spec, &hub::cache_folders())
+}
+
+/// As [`resolve`], looking for hub names in `cache` only.
+pub fn resolve_in(spec: &str, cache: &[hub::CacheFolder]) -> Result<ModelFolders> {
     let path = if spec == "default" {
         let dir = default_model_dir();
         if !dir.is_dir() {
@@ -48,7 +60,10 @@ pub fn resolve(spec: &str) -> Result<ModelFolders> {
         PathBuf::from(spec)
     };
     if !path.exists() {
-        return Err(Error::file(&path, "no such file or folder"));
+        return match hub::RepoId::parse(spec) {
+            Some(id) => locate_components(&hub::find(&id, cache)?),
+            None => Err(Error::file(&path, "no such file or folder")),
+        };
     }
     if path.is_file() {
         refuse_pickle(&path)?;
@@ -57,46 +72,60 @@ pub fn resolve(spec: &str) -> Result<ModelFolders> {
             "a single weights file is not a diffusers model: point --model at the folder holding model_index.json (or unet/config.json)",
         ));
     }
-    let path = resolve_hf_cache(&path)?;
+    let path = if hub::is_repo_folder(&path) {
+        hub::snapshot(&path, None)?
+    } else {
+        path
+    };
+    if is_vision_transformer(&path) {
+        return Err(Error::file(
+            &path,
+            "this is a DINOv2 (transformers) folder, not a diffusion model: it has no UNet, timestep or noise. Use it where a feature source is read (extract, correspond, pca, segment, eval pck, or as --fuse-model)",
+        ));
+    }
     locate_components(&path)
 }
 
-/// `models--org--name` (or its parent `snapshots/`) -> the snapshot that `refs/main` names, or the only one.
-fn resolve_hf_cache(path: &Path) -> Result<PathBuf> {
-    let is_cache = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("models--"));
-    if !is_cache {
-        return Ok(path.to_path_buf());
-    }
-    let snapshots = path.join("snapshots");
-    if let Ok(rev) = std::fs::read_to_string(path.join("refs/main")) {
-        let snap = snapshots.join(rev.trim());
-        if snap.is_dir() {
-            return Ok(snap);
+/// What `--model` names, after resolving `default`, hub names and Hugging Face caches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelLocation {
+    /// A diffusers pipeline or UNet folder.
+    Diffusion(ModelFolders),
+    /// A transformers `Dinov2Model` folder (`config.json`, `model.safetensors`).
+    VisionTransformer(PathBuf),
+}
+
+/// Resolve `--model` into a diffusion model's folders or a DINOv2 folder.
+pub fn locate(spec: &str) -> Result<ModelLocation> {
+    if spec != "default" {
+        let path = PathBuf::from(spec);
+        let folder = if path.is_dir() {
+            Some(if hub::is_repo_folder(&path) {
+                hub::snapshot(&path, None)?
+            } else {
+                path
+            })
+        } else if !path.exists() {
+            hub::RepoId::parse(spec).and_then(|id| hub::find(&id, &hub::cache_folders()).ok())
+        } else {
+            None
+        };
+        if let Some(folder) = folder.filter(|f| is_vision_transformer(f)) {
+            return Ok(ModelLocation::VisionTransformer(folder));
         }
     }
-    let mut snaps: Vec<PathBuf> = std::fs::read_dir(&snapshots)
-        .with_path(&snapshots)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    snaps.sort();
-    match snaps.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(Error::file(
-            &snapshots,
-            "this Hugging Face cache folder has no snapshot",
-        )),
-        _ => Err(Error::file(
-            path,
-            format!(
-                "several snapshots and no refs/main: name one of them, e.g. {}",
-                snaps[0].display()
-            ),
-        )),
-    }
+    resolve(spec).map(ModelLocation::Diffusion)
+}
+
+/// Whether a folder holds a transformers DINOv2 (`model_type` dinov2 or dinov2_with_registers).
+pub fn is_vision_transformer(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|json| json.get("model_type")?.as_str().map(str::to_string))
+        .is_some_and(|t| t == "dinov2" || t == "dinov2_with_registers")
 }
 
 fn dir_if(path: PathBuf) -> Option<PathBuf> {
@@ -133,6 +162,8 @@ fn locate_components(path: &Path) -> Result<ModelFolders> {
         vae: dir_if(root.join("vae")),
         text_encoder: dir_if(root.join("text_encoder")),
         tokenizer: dir_if(root.join("tokenizer")),
+        text_encoder_2: dir_if(root.join("text_encoder_2")),
+        tokenizer_2: dir_if(root.join("tokenizer_2")),
         scheduler_config: scheduler.is_file().then_some(scheduler),
         root,
         unet,

@@ -4,6 +4,7 @@ use candle_core::{Module, Tensor, D};
 use candle_nn::Linear;
 
 use super::layers::{conv2d, group_norm, linear, Conv2d, GroupNorm};
+use super::ops::{add_channel_bias, upsample_nearest};
 use super::weights::Weights;
 use crate::error::Result;
 
@@ -54,7 +55,7 @@ impl ResnetBlock {
         let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(&temb.silu()?)?;
-            h = crate::train::ops::add_channel_bias(&h, &t)?;
+            h = add_channel_bias(&h, &t)?;
         }
         let h = {
             let normed = self.norm2.forward_silu(&h)?;
@@ -115,13 +116,6 @@ impl Upsample {
     }
 
     pub fn forward(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let x = if x.track_op() && x.device().is_cpu() && size == (2 * h, 2 * w) {
-            // Training: candle's backward of this is a slow grouped convolution.
-            crate::train::ops::upsample_nearest_2x(x)?
-        } else {
-            x.upsample_nearest2d(size.0, size.1)?
-        };
-        Ok(self.conv.forward(&x)?)
+        Ok(self.conv.forward(&upsample_nearest(x, size)?)?)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::config::read_json;
@@ -179,11 +179,35 @@ impl NoiseSchedule {
         Ok(ab / (1.0 - ab))
     }
 
-    /// diffusers' `add_noise`: `sqrt(ab[t]) * z + sqrt(1 - ab[t]) * noise`, in float32.
+    /// diffusers' `add_noise`: `sqrt(ab[t]) * z + sqrt(1 - ab[t]) * noise`, in the latent's
+    /// dtype as diffusers computes it there: `ab[t]` rounded to that dtype first, each
+    /// coefficient and each product rounded to it (in float32 nothing rounds but the products).
+    /// `noise` is cast to the latent's dtype; `z` `[1,...]` broadcasts over a batch of noise.
     pub fn add_noise(&self, z: &Tensor, noise: &Tensor, t: usize) -> Result<Tensor> {
+        let dtype = z.dtype();
         let ab = self.alpha_bar(t)?;
-        let signal = ab.sqrt();
-        let sigma = (1.0 - ab).sqrt();
-        Ok(((z * signal as f64)? + (noise * sigma as f64)?)?)
+        let (signal, sigma) = if dtype == DType::F32 {
+            (ab.sqrt() as f64, (1.0 - ab).sqrt() as f64)
+        } else {
+            let round = |v: f32| -> Result<f32> {
+                Ok(Tensor::new(v, &Device::Cpu)?
+                    .to_dtype(dtype)?
+                    .to_dtype(DType::F32)?
+                    .to_scalar::<f32>()?)
+            };
+            let ab = round(ab)?;
+            (
+                round(ab.sqrt())? as f64,
+                round(round(1.0 - ab)?.sqrt())? as f64,
+            )
+        };
+        let noise = noise.to_dtype(dtype)?;
+        let scaled = (z * signal)?;
+        let scaled = if scaled.dims() != noise.dims() {
+            scaled.broadcast_as(noise.shape())?
+        } else {
+            scaled
+        };
+        Ok((scaled + (noise * sigma)?)?)
     }
 }

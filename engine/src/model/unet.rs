@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use super::attention::{SpatialAttention, Transformer2D, TransformerSpec};
-use super::config::{read_json, UNet2DConditionConfig, UNet2DConfig};
-use super::embeddings::{timestep_features, TimestepEmbedding};
+use super::attention_probs::{AttentionInfo, AttentionRecorder};
+use super::conditioning::Conditioning;
+use super::config::{read_json, PerLevel, UNet2DConditionConfig, UNet2DConfig};
+use super::embeddings::{timestep_features, TextTimeEmbedding, TimestepEmbedding};
 use super::layers::{conv2d, group_norm, Conv2d, GroupNorm};
 use super::resnet::{Downsample, ResnetBlock, ResnetSpec, Upsample};
 use super::taps::{tap, TapInfo, TapRecorder};
@@ -28,13 +30,25 @@ enum BlockAttention {
 }
 
 impl BlockAttention {
-    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        rec: &mut AttentionRecorder,
+    ) -> Result<Tensor> {
         match (self, context) {
-            (BlockAttention::Transformer(t), Some(ctx)) => t.forward(x, ctx),
+            (BlockAttention::Transformer(t), Some(ctx)) => t.forward(x, ctx, rec),
             (BlockAttention::Transformer(_), None) => {
                 Err(Error::invalid("this UNet needs text embeddings (a prompt)"))
             }
-            (BlockAttention::Spatial(a), _) => a.forward(x),
+            (BlockAttention::Spatial(a), _) => a.forward_recorded(x, rec),
+        }
+    }
+
+    fn attention_modules(&self, stride: usize) -> Vec<AttentionInfo> {
+        match self {
+            BlockAttention::Transformer(t) => t.attention_modules(stride),
+            BlockAttention::Spatial(a) => a.attention_modules(stride),
         }
     }
 }
@@ -54,7 +68,8 @@ struct UpBlock {
     upsampler: Option<Upsample>,
 }
 
-/// How to build the attention of one level, whichever UNet it is.
+/// How to build one attention module, whichever UNet it is.
+#[derive(Clone, Debug)]
 enum AttentionPlan {
     None,
     Transformer {
@@ -116,8 +131,21 @@ impl AttentionPlan {
 
 /// Everything about one level the builder needs, common to both UNet kinds.
 struct LevelPlan {
-    attention: AttentionPlan,
+    /// Resnets on the way down (one more on the way up).
     layers: usize,
+    /// The attention after each resnet: `layers` of them on the way down, `layers + 1` on the way up.
+    down: Vec<AttentionPlan>,
+    up: Vec<AttentionPlan>,
+}
+
+impl AttentionPlan {
+    /// The number of transformer blocks, for display (None for other attention).
+    fn depth(&self) -> Option<usize> {
+        match self {
+            AttentionPlan::Transformer { layers, .. } => Some(*layers),
+            _ => None,
+        }
+    }
 }
 
 pub struct UNet {
@@ -132,6 +160,8 @@ pub struct UNet {
     time_input_dim: usize,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
+    /// SDXL's added embedding (`addition_embed_type: text_time`).
+    added_embedding: Option<TextTimeEmbedding>,
     down: Vec<DownBlock>,
     mid: Level,
     up: Vec<UpBlock>,
@@ -139,6 +169,8 @@ pub struct UNet {
     conv_out: Conv2d,
     taps: Vec<TapInfo>,
     pub parameters: usize,
+    /// What its weights and activations are held in.
+    pub dtype: DType,
 }
 
 /// The shared shape of both UNet configs, after per-kind defaults are resolved.
@@ -159,11 +191,18 @@ struct Plan {
     flip_sin_to_cos: bool,
     freq_shift: f64,
     context_dim: Option<usize>,
+    /// `(addition_time_embed_dim, projection_class_embeddings_input_dim)` for `text_time`.
+    text_time: Option<(usize, usize)>,
 }
 
 impl UNet {
-    /// Load a `unet/` component folder (`config.json` + safetensors weights).
+    /// Load a `unet/` component folder (`config.json` + safetensors weights) in float32.
     pub fn load(dir: &Path, device: &candle_core::Device) -> Result<Self> {
+        Self::load_in(dir, device, DType::F32)
+    }
+
+    /// Load a `unet/` component folder with its weights cast to `dtype`.
+    pub fn load_in(dir: &Path, device: &candle_core::Device, dtype: DType) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(Error::file(
@@ -173,8 +212,50 @@ impl UNet {
         }
         let plan = read_plan(&config_path)?;
         let files = find_weight_files(dir, "diffusion_pytorch_model")?;
-        let weights = Weights::open(&files, device)?;
+        let weights = Weights::open(&files, device)?.in_dtype(dtype);
         Self::build(&weights, &plan)
+    }
+
+    /// A UNet from elsewhere in place of a pipeline's (`--unet`): a diffusers UNet folder, or a
+    /// single `.safetensors` state dict in diffusers' names (CleanDIFT's checkpoints) read with the
+    /// pipeline's own `unet/config.json` from `pipeline_unet`. Every weight of the file must be used,
+    /// as diffusers' `load_state_dict(strict=True)` requires.
+    pub fn load_replacement(
+        path: &Path,
+        pipeline_unet: &Path,
+        device: &candle_core::Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        if path.is_dir() {
+            return Self::load_in(path, device, dtype);
+        }
+        if !path.is_file() {
+            return Err(Error::file(path, "no such UNet file or folder (--unet)"));
+        }
+        super::weights::refuse_pickle(path)?;
+        let plan = read_plan(&pipeline_unet.join("config.json"))?;
+        let weights = Weights::open(&[path.to_path_buf()], device)?.in_dtype(dtype);
+        let unet = Self::build(&weights, &plan).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "does not fit the pipeline's UNet ({}): {e}",
+                    pipeline_unet.join("config.json").display()
+                ),
+            )
+        })?;
+        let stored = weights.stored_parameters();
+        if stored != unet.parameters {
+            return Err(Error::file(
+                path,
+                format!(
+                    "holds {stored} parameters but the pipeline's UNet ({}) uses {}: it is for another architecture",
+                    pipeline_unet.join("config.json").display(),
+                    unet.parameters
+                ),
+            ));
+        }
+        Ok(unet)
     }
 
     /// Build from a `config.json` and weights from anywhere (trainable variables, for instance).
@@ -193,18 +274,23 @@ impl UNet {
             eps: p.eps,
             output_scale_factor: scale,
         };
-        let mut taps = vec![TapInfo {
-            name: "conv_in".into(),
-            channels: c0,
-            stride: 1,
-            block_level: false,
-        }];
         let tap_info = |name: String, channels: usize, stride: usize| TapInfo {
             name,
             channels,
             stride,
             block_level: false,
+            transformer_depth: None,
         };
+        let attention_tap =
+            |name: String, channels: usize, stride: usize, plan: &AttentionPlan| TapInfo {
+                transformer_depth: plan.depth(),
+                ..tap_info(name, channels, stride)
+            };
+        let block_tap = |name: String, channels: usize, stride: usize| TapInfo {
+            block_level: true,
+            ..tap_info(name, channels, stride)
+        };
+        let mut taps = vec![tap_info("conv_in".into(), c0, 1)];
 
         let mut down = Vec::with_capacity(n);
         let mut skip_channels = vec![c0];
@@ -227,17 +313,16 @@ impl UNet {
                     c_out,
                     stride,
                 ));
-                if let Some(a) = level_plan.attention.build(
-                    &wb.pp(format!("attentions.{j}")),
-                    c_out,
-                    p.groups,
-                    p.eps,
-                )? {
+                let plan = &level_plan.down[j];
+                if let Some(a) =
+                    plan.build(&wb.pp(format!("attentions.{j}")), c_out, p.groups, p.eps)?
+                {
                     level.attentions.push(a);
-                    taps.push(tap_info(
+                    taps.push(attention_tap(
                         format!("down_blocks.{i}.attentions.{j}"),
                         c_out,
                         stride,
+                        plan,
                     ));
                 }
                 skip_channels.push(c_out);
@@ -259,12 +344,7 @@ impl UNet {
                 )?)
             };
             let out_stride = if final_level { stride } else { stride * 2 };
-            taps.push(TapInfo {
-                name: format!("down_blocks.{i}"),
-                channels: c_out,
-                stride: out_stride,
-                block_level: true,
-            });
+            taps.push(block_tap(format!("down_blocks.{i}"), c_out, out_stride));
             down.push(DownBlock { level, downsampler });
         }
 
@@ -285,19 +365,19 @@ impl UNet {
             .build(&wm.pp("attentions.0"), c_last, p.groups, p.eps)?
         {
             mid.attentions.push(a);
-            taps.push(tap_info("mid_block.attentions.0".into(), c_last, deepest));
+            taps.push(attention_tap(
+                "mid_block.attentions.0".into(),
+                c_last,
+                deepest,
+                &p.mid_attention,
+            ));
         }
         mid.resnets.push(ResnetBlock::new(
             &wm.pp("resnets.1"),
             &resnet(c_last, c_last, p.mid_scale),
         )?);
         taps.push(tap_info("mid_block.resnets.1".into(), c_last, deepest));
-        taps.push(TapInfo {
-            name: "mid_block".into(),
-            channels: c_last,
-            stride: deepest,
-            block_level: true,
-        });
+        taps.push(block_tap("mid_block".into(), c_last, deepest));
 
         let mut up = Vec::with_capacity(n);
         let mut prev_out = c_last;
@@ -326,17 +406,16 @@ impl UNet {
                     c_out,
                     stride,
                 ));
-                if let Some(a) = level_plan.attention.build(
-                    &wb.pp(format!("attentions.{j}")),
-                    c_out,
-                    p.groups,
-                    p.eps,
-                )? {
+                let plan = &level_plan.up[j];
+                if let Some(a) =
+                    plan.build(&wb.pp(format!("attentions.{j}")), c_out, p.groups, p.eps)?
+                {
                     level.attentions.push(a);
-                    taps.push(tap_info(
+                    taps.push(attention_tap(
                         format!("up_blocks.{i}.attentions.{j}"),
                         c_out,
                         stride,
+                        plan,
                     ));
                 }
             }
@@ -352,12 +431,7 @@ impl UNet {
                 Some(Upsample::new(&wb.pp("upsamplers.0"), c_out)?)
             };
             let out_stride = if final_level { stride } else { stride / 2 };
-            taps.push(TapInfo {
-                name: format!("up_blocks.{i}"),
-                channels: c_out,
-                stride: out_stride,
-                block_level: true,
-            });
+            taps.push(block_tap(format!("up_blocks.{i}"), c_out, out_stride));
             up.push(UpBlock { level, upsampler });
             prev_out = c_out;
         }
@@ -381,6 +455,17 @@ impl UNet {
                 p.conv_in_kernel / 2,
             )?,
             time_embedding: TimestepEmbedding::new(&w.pp("time_embedding"), c0, temb)?,
+            added_embedding: p
+                .text_time
+                .map(|(time_dim, input_dim)| {
+                    TextTimeEmbedding::new(
+                        w,
+                        (time_dim, input_dim, temb),
+                        p.flip_sin_to_cos,
+                        p.freq_shift,
+                    )
+                })
+                .transpose()?,
             down,
             mid,
             up,
@@ -395,12 +480,30 @@ impl UNet {
             )?,
             taps,
             parameters: w.loaded_parameters(),
+            dtype: w.dtype(),
         })
     }
 
     /// Every tap in forward order.
     pub fn taps(&self) -> &[TapInfo] {
         &self.taps
+    }
+
+    /// Every attention module in forward order, with the stride of its query grid.
+    pub fn attention_modules(&self) -> Vec<AttentionInfo> {
+        let n = self.down.len();
+        let down = (self.down.iter().enumerate()).map(|(i, b)| (&b.level, 1 << i));
+        let mid = std::iter::once((&self.mid, 1 << (n - 1)));
+        let up = (self.up.iter().enumerate()).map(|(i, b)| (&b.level, 1 << (n - 1 - i)));
+        down.chain(mid)
+            .chain(up)
+            .flat_map(|(level, stride)| {
+                level
+                    .attentions
+                    .iter()
+                    .flat_map(move |a| a.attention_modules(stride))
+            })
+            .collect()
     }
 
     /// The factor by which the input's height and width must be divisible.
@@ -427,33 +530,84 @@ impl UNet {
         &self,
         sample: &Tensor,
         t: f64,
-        context: Option<&Tensor>,
+        cond: Option<&Conditioning>,
         rec: &mut TapRecorder,
     ) -> Result<()> {
-        self.forward_batch(sample, &[t], context, rec)
+        self.forward_batch(sample, &[t], cond, rec)
     }
 
-    /// The forward pass of a batch, one timestep per sample (or one for all).
+    /// The forward pass of a batch, one timestep per sample (or one for all), offering every
+    /// module's output to `rec`.
     pub fn forward_batch(
         &self,
         sample: &Tensor,
         timesteps: &[f64],
-        context: Option<&Tensor>,
+        cond: Option<&Conditioning>,
         rec: &mut TapRecorder,
     ) -> Result<()> {
+        self.run(sample, timesteps, cond, rec).map(|_| ())
+    }
+
+    /// The UNet's output (the predicted noise, or v) for a batch, one timestep per sample (or
+    /// one for all). `cond` is the text conditioning (context `[B or 1, 77, D]`).
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &[f64],
+        cond: Option<&Conditioning>,
+    ) -> Result<Tensor> {
+        let mut everything = TapRecorder::new(&[], None);
+        self.run(sample, timesteps, cond, &mut everything)?
+            .ok_or_else(|| Error::invalid("the UNet pass stopped before its output"))
+    }
+
+    /// The width of the pooled text embedding an SDXL-style UNet takes (None for others).
+    pub fn pooled_text_dim(&self) -> Option<usize> {
+        self.added_embedding
+            .as_ref()
+            .map(TextTimeEmbedding::text_dim)
+    }
+
+    /// The pass itself: the output, or None when `rec` had all it wanted before the end.
+    fn run(
+        &self,
+        sample: &Tensor,
+        timesteps: &[f64],
+        cond: Option<&Conditioning>,
+        rec: &mut TapRecorder,
+    ) -> Result<Option<Tensor>> {
+        let context = cond.map(|c| &c.context);
         let sample = if self.center_input_sample {
             ((sample * 2.0)? - 1.0)?
         } else {
             sample.clone()
         };
+        let batch = sample.dim(0)?;
+        // One timestep for the whole batch is repeated, as diffusers expands it.
+        let timesteps = match timesteps {
+            [t] if batch > 1 => vec![*t; batch],
+            ts => ts.to_vec(),
+        };
+        // Sinusoidal features in float32, then the model's dtype, as diffusers casts them.
         let t_feat = timestep_features(
-            timesteps,
+            &timesteps,
             self.time_input_dim,
             self.flip_sin_to_cos,
             self.freq_shift,
             sample.device(),
-        )?;
-        let temb = self.time_embedding.forward(&t_feat)?;
+        )?
+        .to_dtype(sample.dtype())?;
+        let mut temb = self.time_embedding.forward(&t_feat)?;
+        if let Some(added) = &self.added_embedding {
+            let conditions = cond.and_then(|c| c.added.as_ref()).ok_or_else(|| {
+                Error::invalid("this SDXL-style UNet needs a pooled text embedding and time ids (a prompt, or --prompt-embeds with --pooled-embeds)")
+            })?;
+            let time_ids = conditions.time_ids.ok_or_else(|| {
+                Error::invalid("the SDXL time ids were not set (the image size is unknown)")
+            })?;
+            let aug = added.forward(&conditions.text_embeds, &time_ids, batch, temb.dtype())?;
+            temb = (temb + aug)?;
+        }
         let temb = Some(&temb);
 
         let mut h = self.conv_in.forward(&sample)?;
@@ -464,7 +618,7 @@ impl UNet {
                 h = resnet.forward(&h, temb)?;
                 tap!(rec, format!("down_blocks.{i}.resnets.{j}"), h);
                 if let Some(attn) = block.level.attentions.get(j) {
-                    h = attn.forward(&h, context)?;
+                    h = attn.forward(&h, context, rec.attention())?;
                     tap!(rec, format!("down_blocks.{i}.attentions.{j}"), h);
                 }
                 skips.push(h.clone());
@@ -480,7 +634,7 @@ impl UNet {
         h = self.mid.resnets[0].forward(&h, temb)?;
         tap!(rec, "mid_block.resnets.0", h);
         for (j, attn) in self.mid.attentions.iter().enumerate() {
-            h = attn.forward(&h, context)?;
+            h = attn.forward(&h, context, rec.attention())?;
             tap!(rec, format!("mid_block.attentions.{j}"), h);
             h = self.mid.resnets[j + 1].forward(&h, temb)?;
             tap!(rec, format!("mid_block.resnets.{}", j + 1), h);
@@ -499,7 +653,7 @@ impl UNet {
                 h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, temb)?;
                 tap!(rec, format!("up_blocks.{i}.resnets.{j}"), h);
                 if let Some(attn) = block.level.attentions.get(j) {
-                    h = attn.forward(&h, context)?;
+                    h = attn.forward(&h, context, rec.attention())?;
                     tap!(rec, format!("up_blocks.{i}.attentions.{j}"), h);
                 }
             }
@@ -519,7 +673,7 @@ impl UNet {
             .conv_out
             .forward(&self.conv_norm_out.forward_silu(&h)?)?;
         tap!(rec, "conv_out", out);
-        Ok(())
+        Ok(Some(out))
     }
 }
 
@@ -560,38 +714,64 @@ fn plan_conditional(c: &UNet2DConditionConfig) -> Result<Plan> {
         .for_levels(n, "attention_head_dim")?;
     let cross = c.cross_attention_dim.for_levels(n, "cross_attention_dim")?;
     let layers = c.layers_per_block.for_levels(n, "layers_per_block")?;
-    let tlayers = c
+    let depths = c
         .transformer_layers_per_block
         .for_levels(n, "transformer_layers_per_block")?;
-    let levels = c
-        .down_block_types
-        .iter()
-        .enumerate()
-        .map(|(i, ty)| LevelPlan {
-            attention: if ty.starts_with("CrossAttn") {
-                AttentionPlan::Transformer {
-                    heads: heads[i],
-                    layers: tlayers[i],
-                    context_dim: cross[i],
-                }
-            } else {
-                AttentionPlan::None
-            },
+    // Up block i mirrors level n-1-i; its depths come from their own list when the config has one.
+    let up_depths: Vec<PerLevel> = match &c.reverse_transformer_layers_per_block {
+        Some(list) if list.len() == n => list.iter().rev().cloned().collect(),
+        Some(list) => {
+            return Err(Error::invalid(format!(
+            "`reverse_transformer_layers_per_block` has {} entries but the model has {n} levels",
+            list.len()
+        )))
+        }
+        None => {
+            if depths.iter().any(|d| matches!(d, PerLevel::Each(_))) {
+                return Err(Error::invalid("per-layer `transformer_layers_per_block` needs `reverse_transformer_layers_per_block`, as diffusers requires"));
+            }
+            depths.clone()
+        }
+    };
+    let transformer = |level: usize, depth: usize| AttentionPlan::Transformer {
+        heads: heads[level],
+        layers: depth,
+        context_dim: cross[level],
+    };
+    let mut levels = Vec::with_capacity(n);
+    for (i, ty) in c.down_block_types.iter().enumerate() {
+        let attends = ty.starts_with("CrossAttn");
+        let plans = |count: usize, entry: &PerLevel, key: &str| -> Result<Vec<AttentionPlan>> {
+            (0..count)
+                .map(|j| {
+                    Ok(if attends {
+                        transformer(i, entry.for_layer(j, count, key)?)
+                    } else {
+                        AttentionPlan::None
+                    })
+                })
+                .collect()
+        };
+        levels.push(LevelPlan {
             layers: layers[i],
-        })
-        .collect::<Vec<_>>();
+            down: plans(layers[i], &depths[i], "transformer_layers_per_block")?,
+            up: plans(
+                layers[i] + 1,
+                &up_depths[i],
+                "reverse_transformer_layers_per_block",
+            )?,
+        });
+    }
     check_up_matches_down(&c.down_block_types, &c.up_block_types)?;
+    // The mid block has one transformer: the last level's depth (its first entry if a list).
+    let mid_depth = depths[n - 1].for_layer(0, 1, "transformer_layers_per_block")?;
     Ok(Plan {
         kind: UNetKind::Conditional,
         in_channels: c.in_channels,
         out_channels: c.out_channels,
         channels: c.block_out_channels.clone(),
         levels,
-        mid_attention: AttentionPlan::Transformer {
-            heads: heads[n - 1],
-            layers: tlayers[n - 1],
-            context_dim: cross[n - 1],
-        },
+        mid_attention: transformer(n - 1, mid_depth),
         groups: c.norm_num_groups,
         eps: c.norm_eps,
         mid_scale: c.mid_block_scale_factor,
@@ -602,6 +782,9 @@ fn plan_conditional(c: &UNet2DConditionConfig) -> Result<Plan> {
         flip_sin_to_cos: c.flip_sin_to_cos,
         freq_shift: c.freq_shift,
         context_dim: Some(cross[n - 1]),
+        text_time: c
+            .addition_time_embed_dim
+            .zip(c.projection_class_embeddings_input_dim),
     })
 }
 
@@ -612,8 +795,8 @@ fn plan_pixel(c: &UNet2DConfig) -> Result<Plan> {
         .down_block_types
         .iter()
         .enumerate()
-        .map(|(i, ty)| LevelPlan {
-            attention: if ty.starts_with("Attn") {
+        .map(|(i, ty)| {
+            let attention = if ty.starts_with("Attn") {
                 // Here `attention_head_dim` is the head size; null means one head.
                 AttentionPlan::Spatial {
                     head_dim: Some(c.attention_head_dim.unwrap_or(c.block_out_channels[i])),
@@ -622,8 +805,12 @@ fn plan_pixel(c: &UNet2DConfig) -> Result<Plan> {
                 }
             } else {
                 AttentionPlan::None
-            },
-            layers: c.layers_per_block,
+            };
+            LevelPlan {
+                layers: c.layers_per_block,
+                down: vec![attention.clone(); c.layers_per_block],
+                up: vec![attention; c.layers_per_block + 1],
+            }
         })
         .collect();
     let mid_attention = if c.add_attention {
@@ -652,6 +839,7 @@ fn plan_pixel(c: &UNet2DConfig) -> Result<Plan> {
         flip_sin_to_cos: c.flip_sin_to_cos,
         freq_shift: c.freq_shift,
         context_dim: None,
+        text_time: None,
     })
 }
 

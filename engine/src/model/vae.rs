@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use super::attention::SpatialAttention;
 use super::config::{read_json, AutoencoderKLConfig};
@@ -30,11 +30,17 @@ pub struct VaeEncoder {
     conv_out: Conv2d,
     quant_conv: Option<Conv2d>,
     pub parameters: usize,
+    dtype: DType,
 }
 
 impl VaeEncoder {
-    /// Load a `vae/` component folder.
+    /// Load a `vae/` component folder in float32.
     pub fn load(dir: &Path, device: &candle_core::Device) -> Result<Self> {
+        Self::load_in(dir, device, DType::F32)
+    }
+
+    /// Load a `vae/` component folder with its weights cast to `dtype`.
+    pub fn load_in(dir: &Path, device: &candle_core::Device, dtype: DType) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(Error::file(
@@ -47,8 +53,17 @@ impl VaeEncoder {
             .check_supported()
             .map_err(|e| Error::file(&config_path, e.to_string()))?;
         let files = find_weight_files(dir, "diffusion_pytorch_model")?;
-        let weights = Weights::open(&files, device)?;
+        let weights = Weights::open(&files, device)?.in_dtype(dtype);
         Self::build(&weights.pp("encoder"), &weights, config)
+    }
+
+    /// Build from a `config.json` and weights from anywhere (shapes only, for instance).
+    pub fn with_weights(config_path: &Path, weights: &Weights) -> Result<Self> {
+        let config: AutoencoderKLConfig = read_json(config_path)?;
+        config
+            .check_supported()
+            .map_err(|e| Error::file(config_path, e.to_string()))?;
+        Self::build(&weights.pp("encoder"), weights, config)
     }
 
     fn build(w: &Weights, root: &Weights, config: AutoencoderKLConfig) -> Result<Self> {
@@ -114,13 +129,16 @@ impl VaeEncoder {
             conv_out: conv2d(&w.pp("conv_out"), c_last, moments, 3, 1, 1)?,
             quant_conv,
             parameters: root.loaded_parameters(),
+            dtype: root.dtype(),
             config,
         })
     }
 
-    /// `x`: `[B,3,H,W]` in [-1,1] -> the scaled posterior mean `[B,latent,H/f,W/f]`.
+    /// `x`: `[B,3,H,W]` in [-1,1] -> the scaled posterior mean `[B,latent,H/f,W/f]`, in the
+    /// VAE's dtype.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.conv_in.forward(x)?;
+        let x = x.to_dtype(self.dtype)?;
+        let mut h = self.conv_in.forward(&x)?;
         for level in &self.levels {
             for r in &level.resnets {
                 h = r.forward(&h, None)?;

@@ -15,22 +15,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result, WithPath};
-
-const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
+use crate::io::pickle::{self, PICKLE_EXTENSIONS};
 
 /// Refuse a path that names a pickled checkpoint.
 pub fn refuse_pickle(path: &Path) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
-        return Err(Error::file(
-            path,
-            "pickled checkpoints (.bin/.ckpt/.pt) are not loaded because they can run code; \
-             convert it to .safetensors (for example with diffusers: `save_pretrained(dir, safe_serialization=True)`)",
-        ));
+    if pickle::has_pickle_extension(path) {
+        return Err(pickle::pickle_error(path, pickle::MODEL_ADVICE));
     }
     Ok(())
 }
@@ -85,15 +75,7 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
 /// Number of values stored in a component's weight files (its parameter count).
 pub fn count_parameters(dir: &Path, stem: &str) -> Result<usize> {
     let files = find_weight_files(dir, stem)?;
-    let weights = Weights::open(&files, &Device::Cpu)?;
-    match &weights.store.source {
-        Source::Files { tensors, .. } => Ok(tensors
-            .tensors()
-            .iter()
-            .map(|(_, v)| v.shape().iter().product::<usize>())
-            .sum()),
-        Source::Trainable(_) => Ok(0),
-    }
+    Ok(Weights::open(&files, &Device::Cpu)?.stored_parameters())
 }
 
 // One `Source` per model, never in a collection: its size does not matter.
@@ -112,6 +94,9 @@ enum Source {
     },
     /// Variables for training, created on first request.
     Trainable(Arc<TrainableParams>),
+    /// No values: every request is answered with zeros broadcast to its shape (no memory) and
+    /// recorded, to build a model of any size from its config and list what it reads.
+    Shapes(Mutex<BTreeMap<String, Vec<usize>>>),
 }
 
 struct Store {
@@ -121,12 +106,15 @@ struct Store {
 }
 
 /// A view into a model's weights under a name prefix (`down_blocks.0.resnets.1`), read from
-/// safetensors files or from trainable variables. Tensors come out as float32 on the device.
+/// safetensors files or from trainable variables. Tensors come out on the device, as float32 or in
+/// the precision set with [`Weights::in_dtype`] (weights are cast at load).
 #[derive(Clone)]
 pub struct Weights {
     store: Arc<Store>,
     prefix: String,
     device: Device,
+    /// What tensors come out as (float32 unless the model runs in half precision).
+    dtype: DType,
 }
 
 impl Weights {
@@ -171,6 +159,20 @@ impl Weights {
         Ok(Self::with_source(source, device))
     }
 
+    /// Weights without values ([`Source::Shapes`]): a model built from them has the right structure
+    /// and parameter count and can be inspected, not run. [`Self::requested_shapes`] lists what it read.
+    pub fn shapes_only(device: &Device) -> Self {
+        Self::with_source(Source::Shapes(Mutex::default()), device)
+    }
+
+    /// Every weight read so far with its shape (only for [`Self::shapes_only`] weights).
+    pub fn requested_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        match &self.store.source {
+            Source::Shapes(seen) => seen.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// Weights backed by trainable variables (see [`TrainableParams`]).
     pub fn trainable(params: Arc<TrainableParams>, device: &Device) -> Self {
         Self::with_source(Source::Trainable(params), device)
@@ -184,7 +186,18 @@ impl Weights {
             }),
             prefix: String::new(),
             device: device.clone(),
+            dtype: DType::F32,
         }
+    }
+
+    /// The same weights, cast to `dtype` as they are read.
+    pub fn in_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The same weights under `prefix.name`.
@@ -198,11 +211,17 @@ impl Weights {
             store: self.store.clone(),
             prefix,
             device: self.device.clone(),
+            dtype: self.dtype,
         }
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The module path this view is under (`down_blocks.0.attentions.1`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn full_name(&self, name: &str) -> String {
@@ -219,6 +238,7 @@ impl Weights {
         match &self.store.source {
             Source::Files { tensors, .. } => tensors.get(&full).ok().map(|v| v.shape().to_vec()),
             Source::Trainable(p) => p.shape(&full),
+            Source::Shapes(_) => None,
         }
     }
 
@@ -227,10 +247,11 @@ impl Weights {
         match &self.store.source {
             Source::Files { file_of, .. } => file_of.contains_key(&full),
             Source::Trainable(p) => p.shape(&full).is_some(),
+            Source::Shapes(_) => false,
         }
     }
 
-    /// The tensor `name` (under the prefix), checked against `shape`, as float32.
+    /// The tensor `name` (under the prefix), checked against `shape`, in this view's dtype.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = self.full_name(name);
         let t = match &self.store.source {
@@ -284,11 +305,30 @@ impl Weights {
                     })?
             }
             Source::Trainable(p) => p.get_or_create(&full, shape, &self.device)?,
+            Source::Shapes(seen) => {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.insert(full.clone(), shape.to_vec()).is_some() {
+                    return Err(Error::invalid(format!("weight `{full}` was read twice")));
+                }
+                Tensor::zeros((), self.dtype, &self.device)?.broadcast_as(shape)?
+            }
         };
         self.store
             .loaded
             .fetch_add(t.elem_count(), std::sync::atomic::Ordering::Relaxed);
-        Ok(t.to_dtype(DType::F32)?)
+        Ok(t.to_dtype(self.dtype)?)
+    }
+
+    /// Values stored in the weight files (0 for trainable variables).
+    pub fn stored_parameters(&self) -> usize {
+        match &self.store.source {
+            Source::Files { tensors, .. } => tensors
+                .tensors()
+                .iter()
+                .map(|(_, v)| v.shape().iter().product::<usize>())
+                .sum(),
+            Source::Trainable(_) | Source::Shapes(_) => 0,
+        }
     }
 
     /// Parameters read through any view of these weights so far.

@@ -4,14 +4,15 @@
 //! never replaces or damages the last good checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::trainer::TrainConfig;
+use super::config::TrainConfig;
 use crate::error::{Error, Result, WithPath};
+use crate::io::atomic::{sync_folder, write_bytes_atomically};
+use crate::io::safetensors::{read_tensors, write_tensors};
 
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const STATE_FILE: &str = "state.json";
@@ -47,58 +48,6 @@ pub struct Checkpoint {
     pub dir: PathBuf,
     pub state: CheckpointState,
     pub tensors: CheckpointTensors,
-}
-
-/// Write float32 tensors to a safetensors file (through a temporary file, then renamed).
-pub fn write_tensors(
-    path: &Path,
-    tensors: &BTreeMap<String, Tensor>,
-    metadata: HashMap<String, String>,
-) -> Result<()> {
-    let mut data = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let values = t
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        data.push((name.as_str(), bytes, t.dims().to_vec()));
-    }
-    let views = data
-        .iter()
-        .map(|(name, bytes, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (*name, v))
-                .map_err(|e| Error::file(path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    crate::features::dump::write_atomically(path, |tmp| {
-        let bytes = safetensors::serialize(views, Some(metadata)).with_path(tmp)?;
-        write_synced(tmp, &bytes)
-    })
-}
-
-/// Write a file and flush it to disk, so a rename after it never exposes a file with holes.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).with_path(path)?;
-    f.write_all(bytes).with_path(path)?;
-    f.sync_all().with_path(path)
-}
-
-/// Read every tensor of a safetensors file as float32 on `device`.
-pub fn read_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).with_path(path)?;
-    let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-        Error::file(
-            path,
-            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-        )
-    })?;
-    loaded
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?)))
-        .collect()
 }
 
 fn step_dir_name(step: usize) -> String {
@@ -147,7 +96,7 @@ pub fn write_partial(
     let state_path = partial.join(STATE_FILE);
     let text =
         serde_json::to_string_pretty(state).map_err(|e| Error::file(&state_path, e.to_string()))?;
-    write_synced(&state_path, text.as_bytes())?;
+    write_bytes_atomically(&state_path, text.as_bytes())?;
     Ok(partial)
 }
 
@@ -166,6 +115,7 @@ fn commit(run_dir: &Path, partial: &Path, step: usize) -> Result<PathBuf> {
     } else {
         std::fs::rename(partial, &final_dir).with_path(&final_dir)?;
     }
+    sync_folder(&root)?;
     for stale in complete_checkpoints(&root)?
         .into_iter()
         .rev()

@@ -9,7 +9,6 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::model::schedule::NoiseSchedule;
-use crate::model::taps::TapRecorder;
 use crate::model::unet::UNet;
 
 /// The timesteps of `steps` DDIM steps over a schedule of `train_steps`, noisiest first.
@@ -50,15 +49,12 @@ pub fn ddim_sample(
     let timesteps = ddim_timesteps(train_steps, steps)?;
     let ratio = train_steps / steps;
     let batch = noise.dim(0)?;
-    let wanted = ["conv_out".to_string()];
     let mut x = noise.clone();
     for (i, &t) in timesteps.iter().enumerate() {
-        let mut rec = TapRecorder::new(&wanted, None);
-        unet.forward_batch(&x, &vec![t as f64; batch], None, &mut rec)?;
-        let eps = rec
-            .into_captured()
-            .remove("conv_out")
-            .ok_or_else(|| Error::invalid("the UNet produced no output"))?;
+        // The UNet runs in its own dtype; the sampler's arithmetic stays in float32.
+        let eps = unet
+            .forward(&x.to_dtype(unet.dtype)?, &vec![t as f64; batch], None)?
+            .to_dtype(candle_core::DType::F32)?;
         let alpha = schedule.alpha_bar(t)? as f64;
         let alpha_prev = match t.checked_sub(ratio) {
             Some(prev) => schedule.alpha_bar(prev)? as f64,

@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 
 use super::arch::{ddpm_pipeline_index, ddpm_scheduler_config, UNetArchitecture};
-use super::checkpoint::{write_synced, write_tensors};
 use crate::error::{Error, Result};
-use crate::features::dump::write_atomically;
+use crate::io::atomic::write_bytes_atomically;
+use crate::io::safetensors::write_tensors;
 
 pub const UNET_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::file(path, e.to_string()))? + "\n";
-    write_atomically(path, |tmp| write_synced(tmp, text.as_bytes()))
+    write_bytes_atomically(path, text.as_bytes())
 }
 
 /// Write `unet/config.json` for `arch` under `dir`; returns its path.

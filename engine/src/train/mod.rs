@@ -4,10 +4,10 @@
 pub mod adamw;
 pub mod arch;
 pub mod checkpoint;
+pub mod config;
 pub mod dataset;
 pub mod ddim;
 pub mod export;
-pub mod ops;
 pub mod trainer;
 
 /// Make the allocator keep freed memory for reuse instead of handing large blocks back to the

@@ -20,10 +20,16 @@ pub struct Keypoints {
 }
 
 impl Keypoints {
-    /// The PCK distance unit: the larger side of the bounding box (of the image when there is none).
-    pub fn pck_scale(&self, image_width: u32, image_height: u32) -> f64 {
+    /// The box PCK's threshold is measured on: the object's bounding box, the whole image when
+    /// there is none.
+    pub fn pck_box(&self, image_width: u32, image_height: u32) -> [f64; 4] {
         let whole_image = [0.0, 0.0, f64::from(image_width), f64::from(image_height)];
-        pck_threshold(self.bndbox.unwrap_or(whole_image), 1.0)
+        self.bndbox.unwrap_or(whole_image)
+    }
+
+    /// The PCK distance unit: the larger side of [`Self::pck_box`].
+    pub fn pck_scale(&self, image_width: u32, image_height: u32) -> f64 {
+        pck_threshold(self.pck_box(image_width, image_height), 1.0)
     }
 }
 

@@ -7,29 +7,44 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use super::protocol::*;
+use super::writer::{write_png, write_text, Writer};
 use super::{read_keypoints, Reporter};
-use crate::analysis::correspond::{correspond_point, CorrespondOptions, NormalizedMap, Target};
-use crate::analysis::kmeans::{kmeans, match_clusters, KMeansOptions};
-use crate::analysis::ncut::{recursive_ncut, NCutOptions};
-use crate::analysis::pca::{to_rgb_f32, PcaBasis, PcaOptions, RgbRange};
+use crate::analysis::aggregate::AggregateGrid;
+use crate::analysis::correspond::PointMatch;
+use crate::analysis::kmeans::KMeansOptions;
+use crate::analysis::recipes::attention::{
+    aggregate_attention, AttentionAggregation, AttentionHeatmap, AttentionTarget,
+};
+use crate::analysis::recipes::correspondence::{predict_keypoints, Correspondence, MatchRule};
+use crate::analysis::recipes::fusion::{fuse, FusionSource, FusionTap};
+use crate::analysis::recipes::pca_rgb::{pca_rgb, PcaRgbFit, PcaRgbOptions};
+use crate::analysis::recipes::segment::{kmeans_inertia, segment, SegmentMethod, SegmentOptions};
 use crate::analysis::{GridSize, ImagePoint, ImageSize};
 use crate::error::{Error, Result};
+use crate::eval::pck::PckAccumulator;
+use crate::features::attention::{
+    attention_bytes, attention_from_latents, attention_metadata, rows_at_point, write_attention,
+    AttentionMap,
+};
 use crate::features::cache::{
     fnv1a, nearest_computed, BoundedCache, FeatureCache, FeatureKey, ImageKey, FNV_OFFSET,
 };
 use crate::features::extract::{describe, model_input, ExtractSettings, Extraction};
 use crate::features::map::FeatureMap;
 use crate::features::recipe::{extract_from_latents, NoiseSource, UNetRequest};
-use crate::model::pipeline::{DiffusionModel, PromptSource};
+use crate::io::safetensors::write_f32;
+use crate::model::attention_probs::{AttentionRequest, QueryRows};
+use crate::model::clip::{PromptToken, TokenRole};
+use crate::model::conditioning::Conditioning;
+use crate::model::dinov2::imagenet_input;
+use crate::model::feature_model::FeatureModel;
+use crate::model::pipeline::{LoadOptions, PromptSource};
 use crate::model::suggested::read_suggested;
 
 use super::EngineConfig;
 
-/// Colour range of PCA pictures: these percentiles of each component's scores map to 0 and 1.
-const PCA_PERCENTILES: (f32, f32) = (1.0, 99.0);
-
 struct LoadedModel {
-    model: DiffusionModel,
+    model: FeatureModel,
     info: Arc<ModelInfo>,
     /// Identity in cache keys: the resolved folder.
     id: String,
@@ -39,27 +54,42 @@ struct LoadedModel {
 /// The clean latents depend on the model, the image and the size only.
 type LatentKey = (String, ImageKey, Option<(u32, u32)>);
 
+/// Everything that determines an image's attention maps: the feature key with the modules,
+/// comma-joined, as its tap; and the point whose self-attention rows alone were kept, if so.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct AttentionKey {
+    features: FeatureKey,
+    row_at: Option<[u32; 2]>,
+}
+
+/// Whole self-attention maps of an image up to this size are kept, so that a click on another
+/// point reads its row at once; larger ones are computed for the clicked point's row only.
+const WHOLE_SELF_ATTENTION_BYTES: u64 = 128 << 20;
+
 /// A PCA kept fixed while t and the block change.
 struct LockedPca {
     images: Vec<ImageKey>,
-    joint: bool,
-    fits: Vec<(PcaBasis, RgbRange)>,
+    fit: PcaRgbFit,
 }
 
 pub(crate) struct Engine {
     config: EngineConfig,
     model: Option<LoadedModel>,
+    /// A second feature source fused with the model's taps (SD-DINO).
+    second: Option<LoadedModel>,
     images: HashMap<ImageKey, Arc<LoadedImage>>,
     features: FeatureCache,
     latents: BoundedCache<LatentKey, Tensor>,
-    prompts: BoundedCache<(String, String), Option<Tensor>>,
+    prompts: BoundedCache<(String, String), Option<Conditioning>>,
+    attention: BoundedCache<AttentionKey, Arc<Vec<AttentionMap>>>,
     locked_pca: Option<LockedPca>,
     /// A disk-cache problem at start, reported with the first job.
     startup_warning: Option<String>,
+    writer: Writer,
 }
 
 impl Engine {
-    pub fn new(config: EngineConfig) -> Self {
+    pub fn new(config: EngineConfig, writer: Writer) -> Self {
         let (features, startup_warning) = match &config.cache_dir {
             Some(dir) => match FeatureCache::with_disk(config.cache_budget, dir) {
                 Ok(cache) => (cache, None),
@@ -73,12 +103,15 @@ impl Engine {
         Self {
             config,
             model: None,
+            second: None,
             images: HashMap::new(),
             features,
             latents: BoundedCache::new(32),
             prompts: BoundedCache::new(8),
+            attention: BoundedCache::new(8),
             locked_pca: None,
             startup_warning,
+            writer,
         }
     }
 
@@ -91,7 +124,8 @@ impl Engine {
             });
         }
         match command {
-            Command::LoadModel { spec } => self.load_model(&spec, r),
+            Command::LoadModel { spec, compute } => self.load_model(&spec, compute, r),
+            Command::LoadFusionModel { spec } => self.load_fusion_model(spec.as_deref(), r),
             Command::LoadImage { path } => self.load_image(&path, r),
             Command::Analyze(request) => self.analyze(request, r),
             Command::Sweep(request) => self.sweep(request, r),
@@ -102,72 +136,117 @@ impl Engine {
                 images,
                 folder,
             } => self.export_features(&features, &images, &folder, r),
+            Command::ExportAttention {
+                features,
+                images,
+                view,
+                folder,
+            } => self.export_attention(&features, &images, &view, &folder, r),
             Command::WritePng {
                 path,
                 width,
                 height,
                 rgba,
-            } => {
-                crate::features::dump::write_atomically(&path, |tmp| {
-                    image::save_buffer_with_format(
-                        tmp,
-                        &rgba,
-                        width,
-                        height,
-                        image::ColorType::Rgba8,
-                        image::ImageFormat::Png,
-                    )
-                    .map_err(|e| Error::file(&path, format!("cannot write PNG: {e}")))
-                })?;
-                r.emit(Event::Written {
-                    job: r.job,
-                    paths: vec![path],
-                });
-                Ok(())
-            }
-            Command::WriteText { path, text } => {
-                crate::features::dump::write_atomically(&path, |tmp| {
-                    std::fs::write(tmp, text.as_bytes())
-                        .map_err(|e| Error::file(&path, e.to_string()))
-                })?;
-                r.emit(Event::Written {
-                    job: r.job,
-                    paths: vec![path],
-                });
-                Ok(())
-            }
+            } => self.writer.submit(r.job, move || {
+                write_png(&path, width, height, &rgba)?;
+                Ok(vec![path])
+            }),
+            Command::WriteText { path, text } => self.writer.submit(r.job, move || {
+                write_text(&path, &text)?;
+                Ok(vec![path])
+            }),
         }
     }
 
-    fn load_model(&mut self, spec: &str, r: &Reporter) -> Result<()> {
+    fn load_model(
+        &mut self,
+        spec: &str,
+        choice: Option<ComputeChoice>,
+        r: &Reporter,
+    ) -> Result<()> {
         r.progress(0.0, format!("loading model {spec}"));
-        let model = DiffusionModel::load(spec, &self.config.device)?;
+        // A device or precision that cannot be used is an error; the loaded model stays.
+        let compute = match choice {
+            Some(c) => crate::device::Compute::open(c.device, c.precision)?,
+            None => self.configured_compute()?,
+        };
+        let loaded = self.open_model(spec, &compute)?;
+        // What later loads without a choice use.
+        self.config.device = compute.device.clone();
+        self.config.precision = compute.precision;
+        let info = loaded.info.clone();
+        self.model = Some(loaded);
+        self.locked_pca = None;
+        r.emit(Event::ModelLoaded { job: r.job, info });
+        Ok(())
+    }
+
+    /// The device and precision of the configuration (or of the last model loaded).
+    fn configured_compute(&self) -> Result<crate::device::Compute> {
+        let compute = crate::device::Compute {
+            device: self.config.device.clone(),
+            precision: self.config.precision,
+        };
+        crate::device::check_precision(&compute.device, compute.precision)?;
+        Ok(compute)
+    }
+
+    /// Load (or with None drop) the second source fused with the model's taps, on the model's
+    /// device and in its precision.
+    fn load_fusion_model(&mut self, spec: Option<&str>, r: &Reporter) -> Result<()> {
+        let info = match spec {
+            Some(spec) => {
+                r.progress(0.0, format!("loading second source {spec}"));
+                let loaded = self.open_model(spec, &self.configured_compute()?)?;
+                let info = loaded.info.clone();
+                self.second = Some(loaded);
+                Some(info)
+            }
+            None => {
+                self.second = None;
+                None
+            }
+        };
+        r.emit(Event::FusionModelLoaded { job: r.job, info });
+        Ok(())
+    }
+
+    fn open_model(&self, spec: &str, compute: &crate::device::Compute) -> Result<LoadedModel> {
+        let model = FeatureModel::load(spec, compute, &LoadOptions::default())?;
         let summary = model.summary();
-        let schedule = &model.schedule;
-        let alpha_bar = schedule.alphas_cumprod.clone();
-        let snr = alpha_bar.iter().map(|a| a / (1.0 - a)).collect();
-        let stride = summary.input_stride as u32;
-        let native_side = sample_side(&model.folders.unet.join("config.json")).map(|s| s * stride);
-        let suggested = read_suggested(&model.folders.root)?;
+        let (alpha_bar, snr, native_side, suggested) = match &model {
+            FeatureModel::Diffusion(m) => {
+                let alpha_bar = m.schedule.alphas_cumprod.clone();
+                let snr = alpha_bar.iter().map(|a| a / (1.0 - a)).collect();
+                let stride = summary.input_stride as u32;
+                let native = sample_side(&m.folders.unet.join("config.json")).map(|s| s * stride);
+                (alpha_bar, snr, native, read_suggested(&m.folders.root)?)
+            }
+            FeatureModel::Vit(v) => (vec![], vec![], Some(v.net.native_side() as u32), None),
+        };
+        let size_multiple = match &model {
+            FeatureModel::Diffusion(m) => {
+                summary.input_stride as u32 * m.unet.size_multiple() as u32
+            }
+            FeatureModel::Vit(v) => v.net.patch_size() as u32,
+        };
         let info = Arc::new(ModelInfo {
             spec: spec.to_string(),
             suggested,
             alpha_bar,
             snr,
             native_side,
-            size_multiple: stride * model.unet.size_multiple() as u32,
+            size_multiple,
             summary,
         });
         let tap_order = info.summary.taps.iter().map(|t| t.name.clone()).collect();
-        self.model = Some(LoadedModel {
-            id: model.folders.root.display().to_string(),
+        Ok(LoadedModel {
+            // Features of one model differ by device and precision: caches key on all three.
+            id: format!("{} ({})", model.root().display(), compute.describe()),
             model,
-            info: info.clone(),
+            info,
             tap_order,
-        });
-        self.locked_pca = None;
-        r.emit(Event::ModelLoaded { job: r.job, info });
-        Ok(())
+        })
     }
 
     fn load_image(&mut self, path: &Path, r: &Reporter) -> Result<()> {
@@ -212,24 +291,72 @@ impl Engine {
     }
 
     fn image_size(&self, key: ImageKey) -> Result<ImageSize> {
-        let image = self.image(key)?;
-        Ok(ImageSize::new(
-            image.rgb.width() as usize,
-            image.rgb.height() as usize,
-        ))
+        self.image(key).map(|image| image_size_of(&image))
     }
 
     fn key(&self, settings: &FeatureSettings, image: ImageKey) -> Result<FeatureKey> {
-        Ok(FeatureKey {
-            model: self.loaded()?.id.clone(),
-            image,
-            size: settings.size,
-            t: settings.t,
-            tap: settings.tap.clone(),
-            ensemble: settings.ensemble,
-            seed: settings.seed,
-            prompt: settings.prompt.clone(),
-        })
+        Ok(key_of(self.loaded()?, settings, image))
+    }
+
+    /// The loaded model (or second source) a key's features come from.
+    fn model_of(&self, key: &FeatureKey) -> Result<&LoadedModel> {
+        [&self.model, &self.second]
+            .into_iter()
+            .flatten()
+            .find(|m| m.id == key.model)
+            .ok_or_else(|| Error::invalid("the model of these features is no longer loaded"))
+    }
+
+    /// The maps the view reads: the model's, fused with the second source's when asked.
+    fn descriptors(
+        &mut self,
+        settings: &FeatureSettings,
+        images: &[ImageKey],
+        maps: Vec<FeatureMap>,
+        r: &Reporter,
+    ) -> Result<Vec<FeatureMap>> {
+        let Some(fusion) = &settings.fusion else {
+            return Ok(maps);
+        };
+        let Some(second) = &self.second else {
+            return Err(Error::invalid(
+                "fusion asked, but no second source is loaded",
+            ));
+        };
+        let second_settings = FeatureSettings {
+            tap: fusion.tap.clone(),
+            size: second.info.native_side.map(|s| (s, s)),
+            ..settings.clone()
+        };
+        let keys: Vec<FeatureKey> = images
+            .iter()
+            .map(|&i| key_of(second, &second_settings, i))
+            .collect();
+        let second_maps = self.features(&keys, r, 0.95, 0.0)?;
+        let weight = fusion.weight();
+        let sources = [
+            FusionSource {
+                name: settings.tap.clone(),
+                taps: vec![FusionTap {
+                    name: settings.tap.clone(),
+                    maps: maps.iter().collect(),
+                    pca_dims: None,
+                    weight: 1.0,
+                }],
+                weight: 1.0 - weight,
+            },
+            FusionSource {
+                name: fusion.tap.clone(),
+                taps: vec![FusionTap {
+                    name: fusion.tap.clone(),
+                    maps: second_maps.iter().collect(),
+                    pca_dims: None,
+                    weight: 1.0,
+                }],
+                weight,
+            },
+        ];
+        Ok(fuse(&sources, AggregateGrid::Finest)?.maps)
     }
 
     /// The feature maps of `keys`, from the cache or extracted (reporting progress as the share
@@ -266,7 +393,7 @@ impl Engine {
         match self.features.get(key) {
             Ok(found) => Ok(found),
             Err(e) => {
-                eprintln!("diffscope: recomputing features: {e}");
+                log::warn!("recomputing features: {e}");
                 Ok(None)
             }
         }
@@ -282,7 +409,7 @@ impl Engine {
         start: f32,
         span: f32,
     ) -> Result<FeatureMap> {
-        let loaded = self.loaded()?;
+        let loaded = self.model_of(key)?;
         let wanted_position = loaded.tap_order.iter().position(|n| *n == key.tap);
         let Some(wanted_position) = wanted_position else {
             crate::model::taps::validate_taps(
@@ -306,38 +433,52 @@ impl Engine {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        r.progress(start, format!("encoding {name}"));
-        let latents = self.latents_of(key, &image)?;
-        let context = self.context_of(&key.prompt)?;
-        let loaded = self.loaded()?;
-        let request = UNetRequest {
-            t: key.t,
-            taps: taps.clone(),
-            noise: NoiseSource::Seeded {
-                seed: key.seed,
-                ensemble: key.ensemble,
-            },
+        let maps = if let FeatureModel::Vit(vit) = &self.model_of(key)?.model {
+            r.progress(start, format!("{name}: DINOv2 {}", key.tap));
+            let resized = crate::io::image::resize(image.rgb.clone(), key.size);
+            vit.net
+                .check_input_size(resized.dimensions())
+                .map_err(|e| Error::file(&image.path, e.to_string()))?;
+            let x = imagenet_input(&resized, &vit.device)?;
+            vit.net
+                .forward_taps(&x, &taps, Some(r.cancel))?
+                .into_iter()
+                .map(|(n, t)| (n, t.map))
+                .collect()
+        } else {
+            r.progress(start, format!("encoding {name}"));
+            let latents = self.latents_of(key, &image)?;
+            let input_size = key.size.unwrap_or(image.rgb.dimensions());
+            let context = self.context_of(key)?.map(|c| c.at_size(input_size, None));
+            let FeatureModel::Diffusion(model) = &self.model_of(key)?.model else {
+                return Err(Error::invalid("not a diffusion model"));
+            };
+            let request = UNetRequest {
+                t: key.t,
+                taps: taps.clone(),
+                noise: noise_of(key),
+            };
+            let mut report = |done: usize, total: usize| {
+                r.progress(
+                    start + span * done as f32 / total.max(1) as f32,
+                    format!(
+                        "extracting {name}: t={}, {}, pass {}/{total}",
+                        key.t,
+                        key.tap,
+                        (done + 1).min(total)
+                    ),
+                );
+            };
+            extract_from_latents(
+                &model.unet,
+                &model.schedule,
+                &latents,
+                context.as_ref(),
+                &request,
+                Some(r.cancel),
+                &mut report,
+            )?
         };
-        let mut report = |done: usize, total: usize| {
-            r.progress(
-                start + span * done as f32 / total.max(1) as f32,
-                format!(
-                    "extracting {name}: t={}, {}, pass {}/{total}",
-                    key.t,
-                    key.tap,
-                    (done + 1).min(total)
-                ),
-            );
-        };
-        let maps = extract_from_latents(
-            &loaded.model.unet,
-            &loaded.model.schedule,
-            &latents,
-            context.as_ref(),
-            &request,
-            Some(r.cancel),
-            &mut report,
-        )?;
         let mut wanted = None;
         for (tap, tensor) in maps {
             let map = FeatureMap::from_tensor(&tensor)?;
@@ -346,31 +487,39 @@ impl Engine {
             }
             self.features.insert(key.at(key.t, &tap), map)?;
         }
-        wanted.ok_or_else(|| Error::invalid(format!("the UNet never reached tap `{}`", key.tap)))
+        wanted.ok_or_else(|| Error::invalid(format!("the model never reached tap `{}`", key.tap)))
     }
 
-    /// The clean latent `[1,C,h,w]` of an image at a size, encoded once and kept.
+    /// The clean latent `[1,C,h,w]` of an image at a size, encoded once and kept (for a vision
+    /// transformer: its normalised input).
     fn latents_of(&mut self, key: &FeatureKey, image: &LoadedImage) -> Result<Tensor> {
         let cache_key = (key.model.clone(), key.image, key.size);
         if let Some(z) = self.latents.get(&cache_key) {
             return Ok(z);
         }
-        let model = &self.loaded()?.model;
-        let (x, _) = model_input(model, image.rgb.clone(), key.size, &image.path)?;
-        let z = model.encode(&x)?;
+        let z = match &self.model_of(key)?.model {
+            FeatureModel::Diffusion(model) => {
+                let (x, _) = model_input(model, image.rgb.clone(), key.size, &image.path)?;
+                model.encode(&x)?
+            }
+            FeatureModel::Vit(vit) => imagenet_input(
+                &crate::io::image::resize(image.rgb.clone(), key.size),
+                &vit.device,
+            )?,
+        };
         self.latents.insert(cache_key, z.clone());
         Ok(z)
     }
 
-    fn context_of(&mut self, prompt: &str) -> Result<Option<Tensor>> {
-        let cache_key = (self.loaded()?.id.clone(), prompt.to_string());
+    fn context_of(&mut self, key: &FeatureKey) -> Result<Option<Conditioning>> {
+        let cache_key = (key.model.clone(), key.prompt.clone());
         if let Some(c) = self.prompts.get(&cache_key) {
             return Ok(c);
         }
-        let context = self
-            .loaded()?
-            .model
-            .condition(&PromptSource::Text(prompt.to_string()))?;
+        let context = match &self.model_of(key)?.model {
+            FeatureModel::Diffusion(m) => m.condition(&PromptSource::Text(key.prompt.clone()))?,
+            FeatureModel::Vit(_) => None,
+        };
         self.prompts.insert(cache_key, context.clone());
         Ok(context)
     }
@@ -378,6 +527,10 @@ impl Engine {
     fn analyze(&mut self, request: AnalysisRequest, r: &Reporter) -> Result<()> {
         if request.images.is_empty() {
             return Err(Error::invalid("add an image first"));
+        }
+        if let ViewRequest::Attention(view) = &request.view {
+            let view = view.clone();
+            return self.analyze_attention(request, &view, r);
         }
         let keys: Vec<FeatureKey> = request
             .images
@@ -389,7 +542,10 @@ impl Engine {
             let nearest = nearest_computed(&self.features, &keys, &self.loaded()?.tap_order);
             if let Some((t, tap)) = nearest {
                 let near: Vec<FeatureKey> = keys.iter().map(|k| k.at(t, &tap)).collect();
-                if let Ok(maps) = self.features(&near, r, 0.0, 0.0) {
+                let preview = self
+                    .features(&near, r, 0.0, 0.0)
+                    .and_then(|maps| self.descriptors(&request.features, &request.images, maps, r));
+                if let Ok(maps) = preview {
                     // A preview that fails (e.g. a point outside) is not worth an error: the exact one follows.
                     if let Ok(view) = self.compute_view(&request, &maps, false) {
                         r.emit(Event::Analysis {
@@ -408,6 +564,7 @@ impl Engine {
             }
         }
         let maps = self.features(&keys, r, 0.0, 0.95)?;
+        let maps = self.descriptors(&request.features, &request.images, maps, r)?;
         r.check_cancel()?;
         if !all_cached {
             r.progress(0.95, "analysing");
@@ -442,8 +599,29 @@ impl Engine {
             ViewRequest::Pca { joint, lock } => {
                 self.pca(&request.images, maps, *joint, *lock, store_lock)
             }
-            ViewRequest::KMeans { k, joint } => segment_kmeans(maps, *k, *joint),
-            ViewRequest::NCut { tau, alpha } => segment_ncut(maps, *tau, *alpha),
+            ViewRequest::KMeans { k, joint } => segments(
+                maps,
+                SegmentOptions {
+                    method: SegmentMethod::KMeans {
+                        k: *k,
+                        seed: KMeansOptions::default().seed,
+                    },
+                    joint: *joint,
+                },
+            ),
+            ViewRequest::Attention(_) => Err(Error::invalid(
+                "attention maps are not computed from features",
+            )),
+            ViewRequest::NCut { tau, alpha } => segments(
+                maps,
+                SegmentOptions {
+                    method: SegmentMethod::NCut {
+                        tau: *tau,
+                        alpha: *alpha,
+                    },
+                    joint: false,
+                },
+            ),
         }
     }
 
@@ -452,38 +630,13 @@ impl Engine {
         images: &[ImageKey],
         maps: &[FeatureMap],
         points: &[ImagePoint],
-    ) -> Result<Vec<Vec<crate::analysis::correspond::PointMatch>>> {
-        if maps.len() < 2 {
-            return Err(Error::invalid(
-                "correspondence needs a source and at least one target image",
-            ));
-        }
-        let normalized: Vec<NormalizedMap> = maps
-            .iter()
-            .enumerate()
-            .map(|(i, m)| NormalizedMap::new(m, &format!("features of image {}", i + 1)))
-            .collect::<Result<_>>()?;
+    ) -> Result<Vec<Vec<PointMatch>>> {
         let sizes: Vec<ImageSize> = images
             .iter()
             .map(|&k| self.image_size(k))
             .collect::<Result<_>>()?;
-        let targets: Vec<Target> = normalized[1..]
-            .iter()
-            .zip(&sizes[1..])
-            .map(|(map, &image)| Target { map, image })
-            .collect();
-        points
-            .iter()
-            .map(|&p| {
-                correspond_point(
-                    &normalized[0],
-                    sizes[0],
-                    p,
-                    &targets,
-                    &CorrespondOptions::default(),
-                )
-            })
-            .collect()
+        Correspondence::new(&maps.iter().collect::<Vec<_>>(), &sizes)?
+            .match_points(points, &view_match_options())
     }
 
     fn pca(
@@ -494,76 +647,27 @@ impl Engine {
         lock: bool,
         store_lock: bool,
     ) -> Result<ViewResult> {
-        let channels = maps.first().map_or(0, |m| m.channels);
-        let reusable = self.locked_pca.as_ref().filter(|l| {
-            lock && l.images == images
-                && l.joint == joint
-                && l.fits.first().is_some_and(|(b, _)| b.channels == channels)
-        });
-        let (fits, reused) = match reusable {
-            Some(locked) => (locked.fits.clone(), true),
-            None => {
-                let groups: Vec<Vec<&FeatureMap>> = if joint {
-                    vec![maps.iter().collect()]
-                } else {
-                    maps.iter().map(|m| vec![m]).collect()
-                };
-                let fits = groups
-                    .iter()
-                    .map(|group| {
-                        let basis = PcaBasis::fit(group, &PcaOptions::default())?;
-                        let projections = group
-                            .iter()
-                            .map(|m| basis.project(m))
-                            .collect::<Result<Vec<_>>>()?;
-                        let refs: Vec<_> = projections.iter().collect();
-                        let range = RgbRange::fit(&refs, PCA_PERCENTILES.0, PCA_PERCENTILES.1)?;
-                        Ok((basis, range))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                (fits, false)
-            }
-        };
-        if lock && !reused && store_lock {
+        let maps: Vec<&FeatureMap> = maps.iter().collect();
+        let kept = self
+            .locked_pca
+            .as_ref()
+            .filter(|l| lock && l.images == images)
+            .map(|l| &l.fit);
+        let pca = pca_rgb(&maps, &PcaRgbOptions::new(joint), kept)?;
+        if lock && !pca.reused && store_lock {
             self.locked_pca = Some(LockedPca {
                 images: images.to_vec(),
-                joint,
-                fits: fits.clone(),
+                fit: pca.fit.clone(),
             });
         }
         if !lock {
             self.locked_pca = None;
         }
-        let rgb = maps
-            .iter()
-            .enumerate()
-            .map(|(i, map)| {
-                let (basis, range) = &fits[if joint { 0 } else { i }];
-                to_rgb_f32(&basis.project(map)?, range)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut description = fits.first().map(|(b, _)| b.describe()).unwrap_or_default();
-        if !joint {
-            description = format!("PCA fitted on each image alone. First image: {description}");
-        }
-        description.push_str(&format!(
-            "; colours: components 1-3 as R, G, B, each scaled from its {}th to {}th percentile{}",
-            PCA_PERCENTILES.0,
-            PCA_PERCENTILES.1,
-            if reused {
-                " (basis and colour range locked: fitted at an earlier t/block)"
-            } else {
-                ""
-            }
-        ));
         Ok(ViewResult::Pca {
-            rgb,
-            explained_variance_ratio: fits
-                .iter()
-                .map(|(b, _)| b.explained_variance_ratio.clone())
-                .collect(),
+            explained_variance_ratio: pca.fit.explained_variance_ratio(),
+            rgb: pca.rgb,
             locked: lock,
-            description,
+            description: pca.description,
         })
     }
 
@@ -593,6 +697,7 @@ impl Engine {
                 .map(|&img| self.key(&settings, img))
                 .collect::<Result<_>>()?;
             let maps = self.features(&keys, r, i as f32 / steps, 1.0 / steps)?;
+            let maps = self.descriptors(&settings, &request.images, maps, r)?;
             let matches = self.correspond(&request.images, &maps, &[request.point])?;
             let Some(matches) = matches.first() else {
                 continue;
@@ -627,7 +732,8 @@ impl Engine {
             .map(|&img| self.key(&request.features, img))
             .collect::<Result<_>>()?;
         let maps = self.features(&keys, r, 0.0, 0.5)?;
-        let options = KMeansOptions::default();
+        let maps = self.descriptors(&request.features, &request.images, maps, r)?;
+        let maps: Vec<&FeatureMap> = maps.iter().collect();
         let mut inertia = Vec::new();
         for (i, &k) in request.ks.iter().enumerate() {
             r.check_cancel()?;
@@ -635,15 +741,7 @@ impl Engine {
                 0.5 + 0.5 * i as f32 / request.ks.len().max(1) as f32,
                 format!("k-means inertia, K={k}"),
             );
-            let total = if request.joint {
-                let refs: Vec<&FeatureMap> = maps.iter().collect();
-                kmeans(&refs, &KMeansOptions { k, ..options })?.inertia
-            } else {
-                maps.iter()
-                    .map(|m| Ok(kmeans(&[m], &KMeansOptions { k, ..options })?.inertia))
-                    .sum::<Result<f64>>()?
-            };
-            inertia.push((k, total));
+            inertia.push((k, kmeans_inertia(&maps, k, request.joint)?));
         }
         r.emit(Event::Elbow {
             job: r.job,
@@ -664,26 +762,28 @@ impl Engine {
         let source_kps = source.keypoints.as_ref().ok_or_else(|| {
             Error::file(&source.path, "the source image has no keypoint annotation")
         })?;
-        // For each target: the keypoints it shares with the source.
+        // For each target: the keypoints it shares with the source, where they are in each.
         let mut pairs = Vec::new();
         for target in targets {
             let Some(target_kps) = &target.keypoints else {
                 continue;
             };
-            let common: Vec<([f64; 2], [f64; 2])> = source_kps
+            let (from, to): (Vec<[f64; 2]>, Vec<[f64; 2]>) = source_kps
                 .points
                 .iter()
                 .filter_map(|(id, s)| target_kps.points.get(id).map(|t| (*s, *t)))
-                .collect();
-            let scale = target_kps.pck_scale(target.rgb.width(), target.rgb.height());
-            pairs.push((target.key, common, scale));
+                .unzip();
+            pairs.push((target, target_kps, from, to));
         }
-        let keypoints: usize = pairs.iter().map(|(_, c, _)| c.len()).sum();
+        let keypoints: usize = pairs.iter().map(|(_, _, from, _)| from.len()).sum();
         if keypoints == 0 {
             return Err(Error::invalid(
                 "PCK: the source and the targets share no visible annotated keypoint",
             ));
         }
+        // The view's own matching, counted as eval counts it.
+        let rule = MatchRule::SoftArgmax(view_match_options());
+        let nothing_counted = PckAccumulator::new(&[request.alpha])?;
         let mut table = PckTable {
             pck: vec![vec![None; request.ts.len()]; request.taps.len()],
             keypoints,
@@ -716,32 +816,28 @@ impl Engine {
                     tap: tap.clone(),
                     ..request.features.clone()
                 };
-                let mut correct = 0usize;
-                for (target_key, common, scale) in &pairs {
-                    if common.is_empty() {
+                let mut counted = nothing_counted.clone();
+                for (target, target_kps, from, to) in &pairs {
+                    if from.is_empty() {
                         continue;
                     }
                     let keys = [
                         self.key(&settings, source.key)?,
-                        self.key(&settings, *target_key)?,
+                        self.key(&settings, target.key)?,
                     ];
                     let maps = self.features(&keys, r, 0.0, 0.0)?;
-                    let points: Vec<ImagePoint> = common
-                        .iter()
-                        .map(|(s, _)| ImagePoint::new(s[0] as f32, s[1] as f32))
-                        .collect();
-                    let matches = self.correspond(&[source.key, *target_key], &maps, &points)?;
-                    for (m, (_, truth)) in matches.iter().zip(common) {
-                        if let Some(m) = m.first() {
-                            let dx = f64::from(m.point.x) - truth[0];
-                            let dy = f64::from(m.point.y) - truth[1];
-                            if (dx * dx + dy * dy).sqrt() <= request.alpha * scale {
-                                correct += 1;
-                            }
-                        }
-                    }
+                    let predicted = predict_keypoints(
+                        (&maps[0], image_size_of(source)),
+                        (&maps[1], image_size_of(target)),
+                        from,
+                        &rule,
+                    )?;
+                    let box_of_target = target_kps.pck_box(target.rgb.width(), target.rgb.height());
+                    counted
+                        .add_pair(&target_kps.category, &predicted, to, box_of_target)
+                        .map_err(|e| Error::file(&target_kps.path, e.to_string()))?;
                 }
-                table.pck[tap_index][ti] = Some(correct as f64 / keypoints as f64);
+                table.pck[tap_index][ti] = Some(counted.report().overall.per_point[0]);
             }
             r.progress(cell as f32 / cells, format!("PCK: t={t} done"));
             r.emit(Event::Pck {
@@ -753,6 +849,380 @@ impl Engine {
         Ok(())
     }
 
+    /// The attention view: each image's maps from the cache or computed (the nearest computed
+    /// t shown first), then aggregated.
+    fn analyze_attention(
+        &mut self,
+        request: AnalysisRequest,
+        view: &AttentionView,
+        r: &Reporter,
+    ) -> Result<()> {
+        let keys = self.attention_keys(&request.features, &request.images, view)?;
+        let all_cached = keys.iter().all(|(_, k)| self.attention.get(k).is_some());
+        if !all_cached {
+            if let Some(t) = self.nearest_attention_t(&keys) {
+                let near: Vec<Option<Arc<Vec<AttentionMap>>>> = (request.images.iter().enumerate())
+                    .map(|(i, _)| {
+                        let (_, key) = keys.iter().find(|(j, _)| *j == i)?;
+                        let key = AttentionKey {
+                            features: key.features.at(t, &key.features.tap),
+                            ..key.clone()
+                        };
+                        self.attention.get(&key)
+                    })
+                    .collect();
+                // A preview that fails is not worth an error: the exact one follows.
+                if let Ok(view) = self.attention_view(&request, view, &near) {
+                    r.emit(Event::Analysis {
+                        job: r.job,
+                        result: Arc::new(AnalysisResult {
+                            shown_t: t,
+                            shown_tap: request.features.tap.clone(),
+                            exact: false,
+                            grids: vec![],
+                            view,
+                            request: request.clone(),
+                        }),
+                    });
+                }
+            }
+        }
+        let maps = self.attention_maps_of(&keys, &request.images, view, r, 0.95)?;
+        r.check_cancel()?;
+        let result = self.attention_view(&request, view, &maps)?;
+        r.emit(Event::Analysis {
+            job: r.job,
+            result: Arc::new(AnalysisResult {
+                shown_t: request.features.t,
+                shown_tap: request.features.tap.clone(),
+                exact: true,
+                grids: vec![],
+                view: result,
+                request,
+            }),
+        });
+        Ok(())
+    }
+
+    /// The images the view needs maps of (by index), with their keys.
+    fn attention_keys(
+        &self,
+        settings: &FeatureSettings,
+        images: &[ImageKey],
+        view: &AttentionView,
+    ) -> Result<Vec<(usize, AttentionKey)>> {
+        let wanted: Vec<usize> = match view.target {
+            AttentionViewTarget::Token(_) => (0..images.len()).collect(),
+            AttentionViewTarget::Point { image, .. } if image < images.len() => vec![image],
+            AttentionViewTarget::Point { .. } => {
+                return Err(Error::invalid("the clicked image is not open any more"))
+            }
+            AttentionViewTarget::Nothing => vec![],
+        };
+        let loaded = self.loaded()?;
+        let offered = &loaded.info.summary.attention;
+        wanted
+            .into_iter()
+            .map(|i| {
+                let mut features = self.key(settings, images[i])?;
+                features.tap = view.modules.join(",");
+                let row_at = match view.target {
+                    AttentionViewTarget::Point { point, .. } => {
+                        // Whole maps when they are small enough to keep, else the point's rows.
+                        let image = self.image(images[i])?;
+                        let (w, h) = settings
+                            .size
+                            .unwrap_or((image.rgb.width(), image.rgb.height()));
+                        let stride = loaded.info.summary.input_stride as u32;
+                        let whole = AttentionRequest {
+                            modules: view.modules.clone(),
+                            self_rows: QueryRows::All,
+                        };
+                        let input = ((h / stride) as usize, (w / stride) as usize);
+                        let bytes: u64 = attention_bytes(offered, &whole, input, 77)
+                            .iter()
+                            .map(|b| b.2)
+                            .sum();
+                        (bytes > WHOLE_SELF_ATTENTION_BYTES)
+                            .then(|| [point.x.to_bits(), point.y.to_bits()])
+                    }
+                    _ => None,
+                };
+                Ok((i, AttentionKey { features, row_at }))
+            })
+            .collect()
+    }
+
+    /// The t nearest to the keys' of maps cached for all of them (the same in all else).
+    fn nearest_attention_t(&self, keys: &[(usize, AttentionKey)]) -> Option<usize> {
+        let (_, first) = keys.first()?;
+        let cached_ts = |key: &AttentionKey| -> Vec<usize> {
+            self.attention
+                .keys()
+                .filter(|k| {
+                    k.row_at == key.row_at
+                        && k.features.tap == key.features.tap
+                        && k.features.same_but_t_and_tap(&key.features)
+                })
+                .map(|k| k.features.t)
+                .collect()
+        };
+        let mut common = cached_ts(first);
+        for (_, key) in &keys[1..] {
+            let mine = cached_ts(key);
+            common.retain(|t| mine.contains(t));
+        }
+        common
+            .into_iter()
+            .min_by_key(|t| (t.abs_diff(first.features.t), *t))
+    }
+
+    /// The maps of the `keys`' images (by index into `images`; None for the others), reporting
+    /// progress over the share `span` of the job.
+    fn attention_maps_of(
+        &mut self,
+        keys: &[(usize, AttentionKey)],
+        images: &[ImageKey],
+        view: &AttentionView,
+        r: &Reporter,
+        span: f32,
+    ) -> Result<Vec<Option<Arc<Vec<AttentionMap>>>>> {
+        let mut maps = vec![None; images.len()];
+        let share = span / keys.len().max(1) as f32;
+        for (n, (i, key)) in keys.iter().enumerate() {
+            let start = n as f32 * share;
+            maps[*i] = Some(self.attention_maps(key, &images[*i], view, r, start, share)?);
+        }
+        Ok(maps)
+    }
+
+    /// An image's attention maps, from the cache or computed (reporting progress as the share
+    /// `span` of the job that starts at `start`).
+    fn attention_maps(
+        &mut self,
+        key: &AttentionKey,
+        image: &ImageKey,
+        view: &AttentionView,
+        r: &Reporter,
+        start: f32,
+        span: f32,
+    ) -> Result<Arc<Vec<AttentionMap>>> {
+        if let Some(maps) = self.attention.get(key) {
+            return Ok(maps);
+        }
+        let image = self.image(*image)?;
+        let name = image
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        r.progress(start, format!("encoding {name}"));
+        let latents = self.latents_of(&key.features, &image)?;
+        let input_size = key.features.size.unwrap_or(image.rgb.dimensions());
+        let context = self
+            .context_of(&key.features)?
+            .map(|c| c.at_size(input_size, None));
+        let self_rows = match (key.row_at, view.target) {
+            (Some(_), AttentionViewTarget::Point { point, .. }) => rows_at_point(
+                Some([point.x, point.y]),
+                (image.rgb.width(), image.rgb.height()),
+            )?,
+            _ => QueryRows::All,
+        };
+        let request = AttentionRequest {
+            modules: view.modules.clone(),
+            self_rows,
+        };
+        let settings = attention_settings(&key.features);
+        let t = key.features.t;
+        let mut report = |done: usize, total: usize| {
+            r.progress(
+                start + span * done as f32 / total.max(1) as f32,
+                format!(
+                    "attention of {name}: t={t}, pass {}/{total}",
+                    (done + 1).min(total)
+                ),
+            );
+        };
+        let FeatureModel::Diffusion(model) = &self.model_of(&key.features)?.model else {
+            return Err(Error::invalid(
+                "attention maps come from a diffusion model's UNet; this model has none",
+            ));
+        };
+        let maps = attention_from_latents(
+            model,
+            &latents,
+            context.as_ref(),
+            &settings,
+            &request,
+            Some(r.cancel),
+            &mut report,
+        )?;
+        let maps = Arc::new(maps);
+        self.attention.insert(key.clone(), maps.clone());
+        Ok(maps)
+    }
+
+    /// Aggregate each image's maps (None: not needed, or not cached for a preview).
+    fn attention_view(
+        &mut self,
+        request: &AnalysisRequest,
+        view: &AttentionView,
+        maps: &[Option<Arc<Vec<AttentionMap>>>],
+    ) -> Result<ViewResult> {
+        let tokens = self
+            .loaded()?
+            .model
+            .prompt_tokens(&request.features.prompt)?;
+        let (target, token) = match view.target {
+            AttentionViewTarget::Token(chosen) => {
+                let token = chosen
+                    .or_else(|| default_token(tokens.as_deref()?))
+                    .ok_or_else(|| Error::invalid("choose a token of the prompt"))?;
+                (Some(AttentionTarget::Token(token)), Some(token))
+            }
+            AttentionViewTarget::Point { point, .. } => (Some(AttentionTarget::Point(point)), None),
+            AttentionViewTarget::Nothing => (None, None),
+        };
+        let options = AttentionAggregation {
+            head: view.head,
+            grid: AggregateGrid::Finest,
+        };
+        let mut heatmaps: Vec<Option<AttentionHeatmap>> = Vec::with_capacity(maps.len());
+        for (image, maps) in request.images.iter().zip(maps) {
+            let (Some(target), Some(maps)) = (target, maps) else {
+                heatmaps.push(None);
+                continue;
+            };
+            let layers: Vec<(&AttentionMap, f32)> = maps.iter().map(|m| (m, 1.0)).collect();
+            let size = self.image_size(*image)?;
+            heatmaps.push(Some(aggregate_attention(&layers, target, size, &options)?));
+        }
+        if target.is_some() && heatmaps.iter().all(Option::is_none) {
+            return Err(Error::invalid(
+                "no attention map of this setting is computed",
+            ));
+        }
+        let what = match (token, tokens.as_ref()) {
+            (Some(i), Some(tokens)) => tokens
+                .get(i)
+                .map(|t| format!("\"{}\" (token {i}): ", t.text))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let description = match heatmaps.iter().flatten().next() {
+            Some(h) => format!("{what}{}", h.description),
+            None => "click a point on an image to see where it looks".to_string(),
+        };
+        Ok(ViewResult::Attention {
+            maps: heatmaps,
+            tokens,
+            token,
+            description,
+        })
+    }
+
+    fn export_attention(
+        &mut self,
+        settings: &FeatureSettings,
+        images: &[ImageKey],
+        view: &AttentionView,
+        folder: &Path,
+        r: &Reporter,
+    ) -> Result<()> {
+        let keys = self.attention_keys(settings, images, view)?;
+        if keys.is_empty() {
+            return Err(Error::invalid(
+                "nothing to export: click a point or choose a token first",
+            ));
+        }
+        let request = AnalysisRequest {
+            features: settings.clone(),
+            images: images.to_vec(),
+            view: ViewRequest::Attention(view.clone()),
+        };
+        let maps = self.attention_maps_of(&keys, images, view, r, 1.0)?;
+        let ViewResult::Attention {
+            maps: heatmaps,
+            tokens,
+            token,
+            ..
+        } = self.attention_view(&request, view, &maps)?
+        else {
+            return Err(Error::invalid("the attention view gave no maps"));
+        };
+        let map_name = match token {
+            Some(t) => format!("token.{t}"),
+            None => "point".to_string(),
+        };
+        let FeatureModel::Diffusion(model) = &self.loaded()?.model else {
+            return Err(Error::invalid(
+                "attention maps come from a diffusion model's UNet; this model has none",
+            ));
+        };
+        let mut files = Vec::new();
+        for (i, key) in &keys {
+            let (Some(maps), Some(heatmap)) = (&maps[*i], &heatmaps[*i]) else {
+                continue;
+            };
+            let image = self.image(images[*i])?;
+            let point = match (key.row_at, view.target) {
+                (Some(_), AttentionViewTarget::Point { point, .. }) => Some([point.x, point.y]),
+                _ => None,
+            };
+            let request = AttentionRequest {
+                modules: view.modules.clone(),
+                self_rows: rows_at_point(point, (image.rgb.width(), image.rgb.height()))?,
+            };
+            let size = settings
+                .size
+                .unwrap_or((image.rgb.width(), image.rgb.height()));
+            let mut metadata = attention_metadata(
+                model,
+                &image.path,
+                size,
+                &attention_settings(&key.features),
+                &request,
+                point,
+                tokens.as_deref(),
+            );
+            metadata.insert(
+                format!("{map_name}.description"),
+                heatmap.description.clone(),
+            );
+            metadata.insert(
+                format!("{map_name}.range"),
+                format!("{},{}", heatmap.range.0, heatmap.range.1),
+            );
+            let stem = image
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("image{i}"));
+            let paths = [
+                folder.join(format!("{}_{stem}_attention.safetensors", i + 1)),
+                folder.join(format!("{}_{stem}_maps.safetensors", i + 1)),
+            ];
+            files.push((paths, maps.clone(), heatmap.clone(), metadata));
+        }
+        let folder = folder.to_path_buf();
+        self.writer.submit(r.job, move || {
+            std::fs::create_dir_all(&folder).map_err(|e| Error::file(&folder, e.to_string()))?;
+            let mut written = Vec::new();
+            for ([attention, aggregated], maps, heatmap, metadata) in &files {
+                write_attention(attention, maps, metadata)?;
+                let shape = [heatmap.grid.height, heatmap.grid.width];
+                write_f32(
+                    aggregated,
+                    [(map_name.as_str(), &shape[..], heatmap.values.as_slice())],
+                    metadata.clone().into_iter().collect(),
+                )?;
+                written.extend([attention.clone(), aggregated.clone()]);
+            }
+            Ok(written)
+        })
+    }
+
     fn export_features(
         &mut self,
         settings: &FeatureSettings,
@@ -760,8 +1230,7 @@ impl Engine {
         folder: &Path,
         r: &Reporter,
     ) -> Result<()> {
-        std::fs::create_dir_all(folder).map_err(|e| Error::file(folder, e.to_string()))?;
-        let mut written: Vec<PathBuf> = Vec::new();
+        let mut files: Vec<(PathBuf, Extraction)> = Vec::new();
         for (i, &img) in images.iter().enumerate() {
             let key = self.key(settings, img)?;
             let map = self
@@ -773,39 +1242,51 @@ impl Engine {
                 )?
                 .remove(0);
             let image = self.image(img)?;
-            let latents = self.latents_of(&key, &image)?.squeeze(0)?;
-            let loaded = self.loaded()?;
             let device = candle_core::Device::Cpu;
+            // On the CPU here, so the writer thread never touches the model's device.
+            let latents = self
+                .latents_of(&key, &image)?
+                .squeeze(0)?
+                .to_device(&device)?;
+            let loaded = self.loaded()?;
             let extract_settings = ExtractSettings {
                 t: settings.t,
                 taps: vec![settings.tap.clone()],
-                noise: NoiseSource::Seeded {
-                    seed: settings.seed,
-                    ensemble: settings.ensemble,
-                },
+                noise: noise_of(&key),
                 prompt: PromptSource::Text(settings.prompt.clone()),
                 size: settings.size,
+                time_ids: None,
             };
             let size = settings
                 .size
                 .unwrap_or((image.rgb.width(), image.rgb.height()));
-            let request = UNetRequest {
-                t: settings.t,
-                taps: vec![settings.tap.clone()],
-                noise: extract_settings.noise.clone(),
+            let metadata = match &loaded.model {
+                FeatureModel::Diffusion(model) => {
+                    let request = UNetRequest {
+                        t: settings.t,
+                        taps: vec![settings.tap.clone()],
+                        noise: extract_settings.noise.clone(),
+                    };
+                    describe(model, &image.path, size, &extract_settings, &request)
+                }
+                FeatureModel::Vit(_) => BTreeMap::from([
+                    ("model".to_string(), loaded.id.clone()),
+                    ("image".to_string(), image.path.display().to_string()),
+                    ("size".to_string(), format!("{}x{}", size.0, size.1)),
+                    ("taps".to_string(), settings.tap.clone()),
+                    ("t".to_string(), "none".to_string()),
+                    (
+                        "recipe".to_string(),
+                        "DINOv2: one pass, no timestep or noise".to_string(),
+                    ),
+                ]),
             };
-            let metadata = describe(
-                &loaded.model,
-                &image.path,
-                size,
-                &extract_settings,
-                &request,
-            );
             let mut taps = BTreeMap::new();
             taps.insert(settings.tap.clone(), map.to_tensor(&device)?);
             let extraction = Extraction {
                 taps,
                 latents,
+                tokens: BTreeMap::new(),
                 metadata,
             };
             let stem = image
@@ -813,16 +1294,38 @@ impl Engine {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("image{i}"));
-            let path = folder.join(format!("{}_{stem}.safetensors", i + 1));
-            crate::features::dump::write_safetensors(&extraction, &path)?;
-            written.push(path);
+            files.push((
+                folder.join(format!("{}_{stem}.safetensors", i + 1)),
+                extraction,
+            ));
         }
-        r.emit(Event::Written {
-            job: r.job,
-            paths: written,
-        });
-        Ok(())
+        let folder = folder.to_path_buf();
+        self.writer.submit(r.job, move || {
+            std::fs::create_dir_all(&folder).map_err(|e| Error::file(&folder, e.to_string()))?;
+            for (path, extraction) in &files {
+                crate::features::dump::write_safetensors(extraction, path)?;
+            }
+            Ok(files.into_iter().map(|(path, _)| path).collect())
+        })
     }
+}
+
+/// The recipe's settings of an attention key (its tap is the modules, not a tap).
+fn attention_settings(key: &FeatureKey) -> ExtractSettings {
+    ExtractSettings {
+        t: key.t,
+        taps: vec![],
+        noise: noise_of(key),
+        prompt: PromptSource::Text(key.prompt.clone()),
+        size: key.size,
+        time_ids: None,
+    }
+}
+
+/// The prompt's first word, or the end token of an empty prompt.
+fn default_token(tokens: &[PromptToken]) -> Option<usize> {
+    (tokens.iter().position(|t| t.role == TokenRole::Word))
+        .or_else(|| tokens.iter().position(|t| t.role == TokenRole::End))
 }
 
 fn grids(maps: &[FeatureMap]) -> Vec<GridSize> {
@@ -831,83 +1334,18 @@ fn grids(maps: &[FeatureMap]) -> Vec<GridSize> {
         .collect()
 }
 
-fn segment_kmeans(maps: &[FeatureMap], k: usize, joint: bool) -> Result<ViewResult> {
-    let options = KMeansOptions {
-        k,
-        ..KMeansOptions::default()
-    };
-    if joint {
-        let refs: Vec<&FeatureMap> = maps.iter().collect();
-        let c = kmeans(&refs, &options)?;
-        return Ok(ViewResult::Segments {
-            segments: k,
-            inertia: Some(c.inertia),
-            description: format!(
-                "k-means++ (seed {}), K={k}, on L2-normalised features of all {} images jointly: one set of centroids",
-                options.seed,
-                maps.len()
-            ),
-            labels: c.labels,
-        });
-    }
-    let clusterings = maps
-        .iter()
-        .map(|m| kmeans(&[m], &options))
-        .collect::<Result<Vec<_>>>()?;
-    let Some(first) = clusterings.first() else {
-        return Err(Error::invalid("add an image first"));
-    };
-    let mut labels = Vec::with_capacity(clusterings.len());
-    let mut segments = k;
-    for (i, c) in clusterings.iter().enumerate() {
-        let own = c
-            .labels
-            .first()
-            .cloned()
-            .ok_or_else(|| Error::invalid("k-means returned no labels"))?;
-        if i == 0 {
-            labels.push(own);
-        } else {
-            let matching = match_clusters(first, c)?;
-            let relabelled = matching.relabel_b(&own, c.centroids.len());
-            segments = segments.max(relabelled.count());
-            labels.push(relabelled);
-        }
-    }
+fn segments(maps: &[FeatureMap], options: SegmentOptions) -> Result<ViewResult> {
+    let s = segment(&maps.iter().collect::<Vec<_>>(), &options)?;
     Ok(ViewResult::Segments {
-        segments,
-        inertia: Some(clusterings.iter().map(|c| c.inertia).sum()),
-        description: format!(
-            "k-means++ (seed {}), K={k}, on L2-normalised features of each image alone; clusters matched to the first image's by the Hungarian method on centroid cosine",
-            options.seed
-        ),
-        labels,
+        labels: s.labels,
+        segments: s.segments,
+        inertia: s.inertia,
+        description: s.description,
     })
 }
 
-fn segment_ncut(maps: &[FeatureMap], tau: f64, alpha: f32) -> Result<ViewResult> {
-    let options = NCutOptions {
-        tau,
-        alpha,
-        ..NCutOptions::default()
-    };
-    let segmentations = maps
-        .iter()
-        .map(|m| recursive_ncut(m, &options))
-        .collect::<Result<Vec<_>>>()?;
-    let counts: Vec<String> = segmentations
-        .iter()
-        .map(|s| s.segments.to_string())
-        .collect();
-    Ok(ViewResult::Segments {
-        segments: segmentations.iter().map(|s| s.segments).max().unwrap_or(0),
-        inertia: None,
-        description: format!(
-            "recursive normalized cut (DiffCut) per image: affinity = min-max normalised cosine ^ {alpha}, 2-way cuts kept while NCut < {tau}; segments: {} (colours are not matched across images)",
-            counts.join(", ")
-        ),
-        labels: segmentations.into_iter().map(|s| s.labels).collect(),
-    })
+fn image_size_of(image: &LoadedImage) -> ImageSize {
+    ImageSize::new(image.rgb.width() as usize, image.rgb.height() as usize)
 }
 
 /// `sample_size` of a UNet config: a number, or `[h, w]` (the larger side).
@@ -918,5 +1356,36 @@ fn sample_side(config: &Path) -> Option<u32> {
         serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
         serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).max().map(|n| n as u32),
         _ => None,
+    }
+}
+
+/// The cache key of an image's features under `settings` by `loaded`: a vision transformer's do
+/// not depend on t, noise or prompt, so those are left out of its keys.
+fn key_of(loaded: &LoadedModel, settings: &FeatureSettings, image: ImageKey) -> FeatureKey {
+    let time_free = loaded.model.time_free();
+    FeatureKey {
+        model: loaded.id.clone(),
+        image,
+        size: settings.size,
+        t: if time_free { 0 } else { settings.t },
+        tap: settings.tap.clone(),
+        ensemble: if time_free { 1 } else { settings.ensemble },
+        seed: if time_free { 0 } else { settings.seed },
+        prompt: if time_free {
+            String::new()
+        } else {
+            settings.prompt.clone()
+        },
+    }
+}
+
+/// The noise of a key: `ensemble` seeded draws, or none for 0 (CleanDIFT's recipe).
+fn noise_of(key: &FeatureKey) -> NoiseSource {
+    match key.ensemble {
+        0 => NoiseSource::Clean,
+        ensemble => NoiseSource::Seeded {
+            seed: key.seed,
+            ensemble,
+        },
     }
 }

@@ -5,11 +5,13 @@
 //! supersedes the older one at once: [`EngineHandle::send`] raises the older job's flag, so a
 //! queued job is skipped and a running one stops at its next check (between UNet modules). So
 //! scrubbing t queues one extraction, not fifty. Errors, and panics, become [`Event::Error`]s with
-//! a readable message; the thread keeps running and keeps what it had loaded.
+//! a readable message; the thread keeps running and keeps what it had loaded. Files are written by
+//! a second thread the engine owns ([`writer`]), so computing never waits for the disk.
 
 mod annotation;
 mod engine;
 mod protocol;
+mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -32,6 +34,8 @@ pub struct EngineConfig {
     /// Keep features on disk here too.
     pub cache_dir: Option<PathBuf>,
     pub device: candle_core::Device,
+    /// What models are loaded in.
+    pub precision: crate::device::Precision,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             cache_budget: 2 << 30,
             cache_dir: None,
             device: candle_core::Device::Cpu,
+            precision: crate::device::Precision::F32,
         }
     }
 }
@@ -71,11 +76,16 @@ impl EngineHandle {
     pub fn spawn(config: EngineConfig, waker: Waker) -> crate::Result<Self> {
         let (command_tx, command_rx) = crossbeam_channel::unbounded::<Job>();
         let (event_tx, event_rx) = crossbeam_channel::unbounded::<Event>();
+        let outbox = Arc::new(Outbox {
+            events: event_tx,
+            waker: Mutex::new(waker),
+        });
+        let writer = writer::Writer::spawn(outbox.clone())?;
         let flags = Arc::new(Mutex::new(Flags::default()));
         let thread_flags = flags.clone();
         std::thread::Builder::new()
             .name("diffscope-engine".into())
-            .spawn(move || run(config, command_rx, event_tx, waker, thread_flags))
+            .spawn(move || run(config, command_rx, outbox, writer, thread_flags))
             .map_err(|e| crate::Error::invalid(format!("cannot start the engine thread: {e}")))?;
         Ok(Self {
             commands: Some(command_tx),
@@ -146,19 +156,31 @@ fn lock(flags: &Mutex<Flags>) -> std::sync::MutexGuard<'_, Flags> {
     flags.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Sends events and wakes the UI; shared by the engine thread and its writer.
+pub(crate) struct Outbox {
+    events: Sender<Event>,
+    waker: Mutex<Waker>,
+}
+
+impl Outbox {
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+        // A panic in the waker cannot leave it half-changed; keep going.
+        (self.waker.lock().unwrap_or_else(|e| e.into_inner()))();
+    }
+}
+
 /// Sends a job's events and wakes the UI.
 pub(crate) struct Reporter<'a> {
     pub job: JobId,
     pub view: Option<ViewKey>,
     pub cancel: &'a AtomicBool,
-    events: &'a Sender<Event>,
-    waker: &'a Waker,
+    outbox: &'a Outbox,
 }
 
 impl Reporter<'_> {
     pub fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-        (self.waker)();
+        self.outbox.emit(event);
     }
 
     pub fn progress(&self, fraction: f32, message: impl Into<String>) {
@@ -182,12 +204,12 @@ impl Reporter<'_> {
 fn run(
     config: EngineConfig,
     commands: Receiver<Job>,
-    events: Sender<Event>,
-    waker: Waker,
+    outbox: Arc<Outbox>,
+    writer: writer::Writer,
     flags: Arc<Mutex<Flags>>,
 ) {
     lower_priority();
-    let mut engine = engine::Engine::new(config);
+    let mut engine = engine::Engine::new(config, writer);
     let mut queue: VecDeque<Job> = VecDeque::new();
     loop {
         if queue.is_empty() {
@@ -209,8 +231,7 @@ fn run(
             job: job.id,
             view: job.view,
             cancel: &job.cancel,
-            events: &events,
-            waker: &waker,
+            outbox: &outbox,
         };
         if job.cancel.load(Ordering::Relaxed) {
             reporter.emit(Event::Cancelled {

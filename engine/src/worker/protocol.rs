@@ -7,10 +7,13 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use super::annotation::Keypoints;
-use crate::analysis::correspond::PointMatch;
+use crate::analysis::correspond::{CorrespondOptions, PointMatch};
 use crate::analysis::labels::LabelMap;
+use crate::analysis::recipes::attention::AttentionHeatmap;
+use crate::analysis::recipes::correspondence::MatchRule;
 use crate::analysis::{GridSize, ImagePoint};
 use crate::features::cache::ImageKey;
+use crate::model::clip::PromptToken;
 use crate::model::pipeline::ModelSummary;
 use crate::model::suggested::SuggestedSettings;
 
@@ -18,9 +21,17 @@ use crate::model::suggested::SuggestedSettings;
 pub type JobId = u64;
 
 /// The view a job computes for: a newer job for the same view supersedes (cancels) the older one.
+/// Where a model runs and in which precision, as the user picks them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComputeChoice {
+    pub device: crate::device::DeviceChoice,
+    pub precision: crate::device::Precision,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ViewKey {
     Model,
+    FusionModel,
     Analysis,
     Sweep,
     Elbow,
@@ -33,18 +44,42 @@ pub struct FeatureSettings {
     pub t: usize,
     /// A tap name (diffusers module path), e.g. `up_blocks.1`.
     pub tap: String,
+    /// Noise draws averaged; 0 runs CleanDIFT's recipe (the clean latent, one pass, no noise).
     pub ensemble: usize,
     pub seed: u64,
     pub prompt: String,
     /// Resize (squash) every image to `(width, height)` first; None keeps each image's own size.
     pub size: Option<(u32, u32)>,
+    /// Fuse the tap with a tap of the second source (SD-DINO), when one is loaded.
+    pub fusion: Option<FusionChoice>,
+}
+
+/// A tap of the second source and its weight in the fused descriptor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FusionChoice {
+    pub tap: String,
+    /// The second source's weight in percent; the model's tap gets the rest.
+    pub weight_percent: u8,
+}
+
+impl FusionChoice {
+    pub fn weight(&self) -> f32 {
+        f32::from(self.weight_percent.min(100)) / 100.0
+    }
 }
 
 #[derive(Clone, Debug)]
 pub enum Command {
-    /// Load a model (`default`, a diffusers folder, or a Hugging Face cache folder). On failure the
-    /// model already loaded stays.
-    LoadModel { spec: String },
+    /// Load a model (`default`, a diffusers folder, or a Hugging Face cache folder), on the device
+    /// and in the precision given (None: those of the engine's configuration, or of the last
+    /// model loaded). On failure the model already loaded stays.
+    LoadModel {
+        spec: String,
+        compute: Option<ComputeChoice>,
+    },
+    /// Load a second feature source (a DINOv2 folder, or any model) to fuse with the model's taps,
+    /// or drop it with None.
+    LoadFusionModel { spec: Option<String> },
     /// Decode an image (PNG or JPEG) and its SPair-layout keypoint annotation when there is one.
     LoadImage { path: PathBuf },
     /// Features of the images at the settings, then one analysis of them.
@@ -55,20 +90,30 @@ pub enum Command {
     Elbow(ElbowRequest),
     /// PCK of the annotated images' keypoints, per tap and timestep.
     Pck(PckRequest),
-    /// Write each image's features at the settings (tap and clean latent) as `.safetensors` into a folder.
+    /// Write each image's features at the settings (tap and clean latent) as `.safetensors` into a
+    /// folder: computed on the engine thread, written by its writer thread.
     ExportFeatures {
         features: FeatureSettings,
         images: Vec<ImageKey>,
         folder: PathBuf,
     },
-    /// Write an RGBA image as PNG.
+    /// Write each image's attention maps of `view` (`<n>_<image>_attention.safetensors`, one
+    /// tensor per module) and the map the view shows (`<n>_<image>_maps.safetensors`) into a
+    /// folder.
+    ExportAttention {
+        features: FeatureSettings,
+        images: Vec<ImageKey>,
+        view: AttentionView,
+        folder: PathBuf,
+    },
+    /// Write an RGBA image as PNG (by the engine's writer thread: computing goes on meanwhile).
     WritePng {
         path: PathBuf,
         width: u32,
         height: u32,
         rgba: Vec<u8>,
     },
-    /// Write a text file (exports, sessions).
+    /// Write a text file (exports, sessions), by the writer thread too.
     WriteText { path: PathBuf, text: String },
 }
 
@@ -77,12 +122,14 @@ impl Command {
     pub fn view(&self) -> Option<ViewKey> {
         match self {
             Command::LoadModel { .. } => Some(ViewKey::Model),
+            Command::LoadFusionModel { .. } => Some(ViewKey::FusionModel),
             Command::Analyze(_) => Some(ViewKey::Analysis),
             Command::Sweep(_) => Some(ViewKey::Sweep),
             Command::Elbow(_) => Some(ViewKey::Elbow),
             Command::Pck(_) => Some(ViewKey::Pck),
             Command::LoadImage { .. }
             | Command::ExportFeatures { .. }
+            | Command::ExportAttention { .. }
             | Command::WritePng { .. }
             | Command::WriteText { .. } => None,
         }
@@ -109,6 +156,29 @@ pub enum ViewRequest {
     KMeans { k: usize, joint: bool },
     /// Recursive normalized cut per image (DiffCut).
     NCut { tau: f64, alpha: f32 },
+    /// Attention maps aggregated as DAAM does (the features' tap is not used).
+    Attention(AttentionView),
+}
+
+/// What the attention view shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionView {
+    /// The attention modules aggregated, by diffusers path.
+    pub modules: Vec<String>,
+    pub target: AttentionViewTarget,
+    /// One head only; None sums every head.
+    pub head: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttentionViewTarget {
+    /// Where a prompt token lands, in every image (None: the prompt's first word, or the end
+    /// token of an empty prompt).
+    Token(Option<usize>),
+    /// Where a point of one image (its index in the request's images) looks, in that image.
+    Point { image: usize, point: ImagePoint },
+    /// Nothing chosen yet (a point not clicked): no map.
+    Nothing,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -177,6 +247,11 @@ pub struct AnalysisResult {
     pub view: ViewResult,
 }
 
+/// How the correspondence view, its t sweep and the PCK table match points.
+pub fn view_match_options() -> CorrespondOptions {
+    CorrespondOptions::default()
+}
+
 #[derive(Clone, Debug)]
 pub enum ViewResult {
     /// `matches[p][i]`: point p of the source matched in target i.
@@ -188,6 +263,14 @@ pub enum ViewResult {
         locked: bool,
         description: String,
     },
+    /// Per image (request order) its aggregated attention map, None where the target has none
+    /// (a point's map is in its own image only); the prompt's tokens; the token shown.
+    Attention {
+        maps: Vec<Option<AttentionHeatmap>>,
+        tokens: Option<Vec<PromptToken>>,
+        token: Option<usize>,
+        description: String,
+    },
     /// Per image: a label per cell (matched across images), and how many labels there are.
     Segments {
         labels: Vec<LabelMap>,
@@ -195,6 +278,20 @@ pub enum ViewResult {
         inertia: Option<f64>,
         description: String,
     },
+}
+
+impl ViewResult {
+    /// What was done, exactly, as the recipe that computed the view describes it (for captions).
+    pub fn description(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ViewResult::Correspond { .. } => MatchRule::SoftArgmax(view_match_options())
+                .describe()
+                .into(),
+            ViewResult::Pca { description, .. }
+            | ViewResult::Segments { description, .. }
+            | ViewResult::Attention { description, .. } => description.into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -235,6 +332,11 @@ pub enum Event {
         job: JobId,
         info: Arc<ModelInfo>,
     },
+    /// The second source is loaded (None: dropped).
+    FusionModelLoaded {
+        job: JobId,
+        info: Option<Arc<ModelInfo>>,
+    },
     ImageLoaded {
         job: JobId,
         image: Arc<LoadedImage>,
@@ -257,7 +359,8 @@ pub enum Event {
         table: Arc<PckTable>,
         finished: bool,
     },
-    /// A file was written.
+    /// Files were written. The writer thread sends it, so it may come after events of jobs sent
+    /// later; a failed write is an [`Event::Error`] of the same job, naming the file.
     Written {
         job: JobId,
         paths: Vec<PathBuf>,
@@ -279,6 +382,7 @@ impl Event {
         match self {
             Event::Progress { job, .. }
             | Event::ModelLoaded { job, .. }
+            | Event::FusionModelLoaded { job, .. }
             | Event::ImageLoaded { job, .. }
             | Event::Analysis { job, .. }
             | Event::Sweep { job, .. }
@@ -298,5 +402,27 @@ impl Event {
             Event::Sweep { finished, .. } | Event::Pck { finished, .. } => *finished,
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_correspondence_caption_is_the_rule_the_view_matches_by() {
+        let view = ViewResult::Correspond { matches: vec![] };
+        assert_eq!(
+            view.description(),
+            MatchRule::SoftArgmax(view_match_options()).describe()
+        );
+        assert!(view.description().ends_with("argmax + 3x3 soft-argmax"));
+        let pca = ViewResult::Pca {
+            rgb: vec![],
+            explained_variance_ratio: vec![],
+            locked: false,
+            description: "what the recipe said".into(),
+        };
+        assert_eq!(pca.description(), "what the recipe said");
     }
 }

@@ -1,10 +1,12 @@
-//! CLIP's text transformer (transformers' `CLIPTextModel`), returning `last_hidden_state`: token +
-//! position embeddings, pre-norm layers of causal self-attention and an MLP, a final LayerNorm.
-//! Stable Diffusion feeds that to the UNet as `encoder_hidden_states`, without attention mask.
+//! CLIP's text transformer (transformers' `CLIPTextModel`, and `CLIPTextModelWithProjection` for
+//! SDXL's second encoder): token + position embeddings, pre-norm layers of causal self-attention and
+//! an MLP, a final LayerNorm. Stable Diffusion feeds `last_hidden_state` to the UNet as
+//! `encoder_hidden_states`, without attention mask; SDXL takes the penultimate layer's hidden state
+//! of each encoder and the pooled projection of the second ([`ClipTextEncoder::encode`]).
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
@@ -44,6 +46,11 @@ pub struct ClipTextConfig {
     pub max_position_embeddings: usize,
     pub hidden_act: Activation,
     pub layer_norm_eps: f64,
+    /// `eos_token_id` of the config: 2 (old configs, SDXL's) makes transformers pool at the
+    /// largest token id, anything else at the first token equal to it.
+    pub eos_token_id: Option<u32>,
+    /// The width of `text_projection` (`CLIPTextModelWithProjection`), None without one.
+    pub projection_dim: Option<usize>,
 }
 
 impl ClipTextConfig {
@@ -89,7 +96,23 @@ impl ClipTextConfig {
                 format!("`layer_norm_eps` must be a positive number, not {eps_value}"),
             )
         })?;
+        let with_projection = json
+            .get("architectures")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|v| v.as_str() == Some("CLIPTextModelWithProjection"))
+            });
         let config = ClipTextConfig {
+            eos_token_id: json
+                .get("eos_token_id")
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok()),
+            projection_dim: if with_projection {
+                Some(size("projection_dim")?)
+            } else {
+                None
+            },
             vocab_size: size("vocab_size")?,
             hidden_size: size("hidden_size")?,
             intermediate_size: size("intermediate_size")?,
@@ -142,7 +165,7 @@ impl SelfAttention {
         );
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(causal_mask)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = crate::model::ops::softmax_last_dim(&scores)?;
         let attended = weights
             .matmul(&v)?
             .transpose(1, 2)?
@@ -173,12 +196,25 @@ impl EncoderLayer {
     }
 }
 
+/// One pass of the text encoder, with what Stable Diffusion and SDXL each take from it.
+pub struct TextEncoding {
+    /// `last_hidden_state` `[1, S, D]`, after the final LayerNorm (SD 1.x/2.x).
+    pub last: Tensor,
+    /// The hidden state before the last layer, without the final LayerNorm (SDXL's
+    /// `hidden_states[-2]`), `[1, S, D]`.
+    pub penultimate: Tensor,
+    /// `text_embeds` `[1, P]`: the final state at the pooled token through `text_projection`
+    /// (encoders with a projection only).
+    pub pooled: Option<Tensor>,
+}
+
 pub struct ClipTextEncoder {
     config: ClipTextConfig,
     token_embedding: Tensor,
     position_embedding: Tensor,
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
+    text_projection: Option<Linear>,
     device: Device,
     dir: PathBuf,
 }
@@ -187,13 +223,36 @@ impl ClipTextEncoder {
     /// Loads a `text_encoder/` folder: `config.json` and `model.safetensors` (memory-mapped,
     /// weights converted to float32 on `device`).
     pub fn load(dir: &Path, device: &Device) -> Result<ClipTextEncoder> {
+        Self::load_in(dir, device, DType::F32)
+    }
+
+    /// As [`Self::load`], with the weights cast to `dtype`.
+    pub fn load_in(dir: &Path, device: &Device, dtype: DType) -> Result<ClipTextEncoder> {
         let config = ClipTextConfig::load(&dir.join("config.json"))?;
         // transformers names its pickles pytorch_model.bin.
         let pickle = dir.join("pytorch_model.bin");
         if pickle.is_file() && !dir.join("model.safetensors").is_file() {
             refuse_pickle(&pickle)?;
         }
-        let weights = Weights::open(&find_weight_files(dir, "model")?, device)?;
+        let weights = Weights::open(&find_weight_files(dir, "model")?, device)?.in_dtype(dtype);
+        Self::build(config, &weights, dir)
+    }
+
+    /// Build from a `config.json` and weights from anywhere (shapes only, for instance).
+    pub fn with_weights(config_path: &Path, weights: &Weights) -> Result<ClipTextEncoder> {
+        let config = ClipTextConfig::load(config_path)?;
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        Self::build(config, weights, dir)
+    }
+
+    fn build(config: ClipTextConfig, weights: &Weights, dir: &Path) -> Result<ClipTextEncoder> {
+        let device = weights.device().clone();
+        let weights = weights.clone();
+        // `text_projection` sits beside `text_model`, whatever the naming.
+        let text_projection = config
+            .projection_dim
+            .map(|p| linear(&weights.pp("text_projection"), config.hidden_size, p, false))
+            .transpose()?;
         // transformers 4.x saved everything under `text_model.`, 5.x without.
         let weights = if weights.contains("text_model.embeddings.token_embedding.weight") {
             weights.pp("text_model")
@@ -231,6 +290,7 @@ impl ClipTextEncoder {
                 &[config.max_position_embeddings, d],
             )?,
             final_layer_norm: layer_norm(&weights.pp("final_layer_norm"), d, eps)?,
+            text_projection,
             layers,
             device: device.clone(),
             dir: dir.to_path_buf(),
@@ -240,6 +300,11 @@ impl ClipTextEncoder {
 
     /// `last_hidden_state` `[1, S, D]` for one sequence of token ids (S = 77 for SD), positions 0..S.
     pub fn forward(&self, input_ids: &[u32]) -> Result<Tensor> {
+        Ok(self.encode(input_ids)?.last)
+    }
+
+    /// One pass, keeping the penultimate hidden state and the pooled projection too.
+    pub fn encode(&self, input_ids: &[u32]) -> Result<TextEncoding> {
         let seq = input_ids.len();
         if seq == 0 || seq > self.config.max_position_embeddings {
             return Err(Error::invalid(format!(
@@ -264,10 +329,38 @@ impl ClipTextEncoder {
         let positions = self.position_embedding.narrow(0, 0, seq)?;
         let mut xs = (tokens + positions)?.unsqueeze(0)?;
         let causal_mask = self.causal_mask(seq)?;
+        let mut penultimate = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, &causal_mask)?;
+            penultimate = xs;
+            xs = layer.forward(&penultimate, &causal_mask)?;
         }
-        Ok(self.final_layer_norm.forward(&xs)?)
+        let last = self.final_layer_norm.forward(&xs)?;
+        let pooled = match &self.text_projection {
+            Some(projection) => {
+                let at = self.pooled_position(input_ids);
+                Some(projection.forward(&last.narrow(1, at, 1)?.squeeze(1)?)?)
+            }
+            None => None,
+        };
+        Ok(TextEncoding {
+            last,
+            penultimate,
+            pooled,
+        })
+    }
+
+    /// Where transformers pools: at the largest id when the config's `eos_token_id` is the old 2,
+    /// else at the first end-of-text token.
+    fn pooled_position(&self, ids: &[u32]) -> usize {
+        let first_max = |ids: &[u32]| {
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&id| id == max).unwrap_or(0)
+        };
+        // transformers' default eos_token_id is CLIP's end-of-text, 49407.
+        match self.config.eos_token_id.unwrap_or(49407) {
+            2 => first_max(ids),
+            eos => ids.iter().position(|&id| id == eos).unwrap_or(0),
+        }
     }
 
     /// The width D of the hidden states (768 for SD 1.x, 1024 for SD 2.x).
@@ -279,10 +372,18 @@ impl ClipTextEncoder {
         &self.config
     }
 
+    /// transformers fills the masked positions with the smallest finite value of the dtype.
     fn causal_mask(&self, seq: usize) -> Result<Tensor> {
-        let mask: Vec<f32> = (0..seq)
-            .flat_map(|row| (0..seq).map(move |col| if col > row { f32::MIN } else { 0.0 }))
+        let dtype = self.token_embedding.dtype();
+        let lowest = match dtype {
+            // torch.finfo(float16).min and torch.finfo(bfloat16).min.
+            DType::F16 => -65504.0,
+            DType::BF16 => -3.389_531_389_251_535_5e38,
+            _ => f64::from(f32::MIN),
+        };
+        let mask: Vec<f64> = (0..seq)
+            .flat_map(|row| (0..seq).map(move |col| if col > row { lowest } else { 0.0 }))
             .collect();
-        Ok(Tensor::from_vec(mask, (seq, seq), &self.device)?)
+        Ok(Tensor::from_vec(mask, (seq, seq), &self.device)?.to_dtype(dtype)?)
     }
 }

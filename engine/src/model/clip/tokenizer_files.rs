@@ -4,14 +4,14 @@
 //! added tokens that are cut out of the text before BPE, with their matching flags.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, WithPath};
 
 /// CLIP's context length: what SD text encoders have position embeddings for.
-pub(super) const DEFAULT_MAX_LENGTH: usize = 77;
+const DEFAULT_MAX_LENGTH: usize = 77;
 /// Anything longer is not a real text-encoder context (transformers writes 1e30 for "unset").
 const LONGEST_MAX_LENGTH: u64 = 4096;
 
@@ -28,6 +28,8 @@ pub(super) struct AddedToken {
     pub rstrip: bool,
     /// Only matched when not inside a word.
     pub single_word: bool,
+    /// A special token (bos, eos...), rather than an ordinary word added to the vocabulary.
+    pub special: bool,
 }
 
 /// The special tokens by role, as strings.
@@ -40,7 +42,10 @@ pub(super) struct SpecialTokens {
 
 pub(super) struct TokenizerFiles {
     pub vocab: HashMap<String, u32>,
+    /// Every token of every merge, and their join, is in `vocab`.
     pub merges: Vec<(String, String)>,
+    /// The file the merges come from (`merges.txt` or `tokenizer.json`).
+    pub merges_path: PathBuf,
     pub added_tokens: Vec<AddedToken>,
     pub special: SpecialTokens,
     pub max_length: usize,
@@ -93,8 +98,9 @@ pub(super) fn read(dir: &Path) -> Result<TokenizerFiles> {
     };
 
     let tokenizer_json_path = dir.join("tokenizer.json");
-    let (vocab, merges, mut added_tokens) = if tokenizer_json_path.is_file() {
-        read_tokenizer_json(&tokenizer_json_path)?
+    let (vocab, merges, mut added_tokens, merges_path) = if tokenizer_json_path.is_file() {
+        let (vocab, merges, added_tokens) = read_tokenizer_json(&tokenizer_json_path)?;
+        (vocab, merges, added_tokens, tokenizer_json_path)
     } else {
         let vocab_path = dir.join("vocab.json");
         let merges_path = dir.join("merges.txt");
@@ -108,8 +114,10 @@ pub(super) fn read(dir: &Path) -> Result<TokenizerFiles> {
             read_vocab_json(&vocab_path)?,
             read_merges_txt(&merges_path)?,
             Vec::new(),
+            merges_path,
         )
     };
+    check_merges(&merges, &vocab, &merges_path)?;
 
     if let Some(decoder) = config.as_ref().and_then(|c| c.get("added_tokens_decoder")) {
         for token in parse_added_tokens_decoder(decoder, &config_path)? {
@@ -136,6 +144,7 @@ pub(super) fn read(dir: &Path) -> Result<TokenizerFiles> {
     Ok(TokenizerFiles {
         vocab,
         merges,
+        merges_path,
         added_tokens,
         special,
         max_length,
@@ -237,6 +246,7 @@ fn add_role_tokens(
             lstrip: last.lstrip,
             rstrip: last.rstrip,
             single_word: last.single_word,
+            special: true,
         });
     }
     Ok(())
@@ -308,6 +318,30 @@ fn read_merges_txt(path: &Path) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(merges)
+}
+
+/// Every merge's two tokens and their join must be in the vocabulary (BPE could not produce the
+/// join otherwise; tokenizers' BPE builder even assumes it).
+fn check_merges(
+    merges: &[(String, String)],
+    vocab: &HashMap<String, u32>,
+    path: &Path,
+) -> Result<()> {
+    for (index, (left, right)) in merges.iter().enumerate() {
+        let joined = format!("{left}{right}");
+        for token in [left, right, &joined] {
+            if !vocab.contains_key(token) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "merge {} `{left} {right}`: `{token}` is not in the vocabulary",
+                        index + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 type ModelParts = (HashMap<String, u32>, Vec<(String, String)>, Vec<AddedToken>);
@@ -410,5 +444,6 @@ fn parse_added_token(entry: &Value, id: u32, path: &Path, what: &str) -> Result<
         lstrip: flag(fields, "lstrip", false, path, what)?,
         rstrip: flag(fields, "rstrip", false, path, what)?,
         single_word: flag(fields, "single_word", false, path, what)?,
+        special,
     })
 }

@@ -2,8 +2,10 @@
 //! most of its non-matrix time here: SD's 64x64 level scores 4096 keys per query, and the scalar
 //! `expf` of candle's softmax took about a tenth of a UNet pass.
 //!
-//! The exponential is [`super::vector_exp::exp`], within 2 ulp; sums run in 8 lanes. Other
-//! devices and dtypes, and anything that needs a gradient, use candle's softmax.
+//! The exponential is [`super::vector_exp::exp`], within 2 ulp; sums run in 8 lanes. Half
+//! precision on the CPU is widened to float32 and rounded once at the end (as PyTorch computes
+//! it). Other devices (candle's CUDA softmax accumulates in float32), and anything that needs a
+//! gradient, use candle's softmax.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
 
@@ -11,8 +13,9 @@ use super::vector_exp::exp;
 
 /// `softmax(x, -1)`.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() {
-        x.contiguous()?.apply_op1_no_bwd(&FastSoftmax)
+    let float = matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16);
+    if x.device().is_cpu() && float && !x.track_op() {
+        super::cpu::in_f32(x, |x| x.contiguous()?.apply_op1_no_bwd(&FastSoftmax))
     } else if x.track_op() {
         candle_nn::ops::softmax(x, D::Minus1)
     } else {
