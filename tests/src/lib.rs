@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: fixture paths, reference files, comparisons.
 
+pub mod tiny_training;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -18,10 +20,15 @@ pub struct Reference {
 
 impl Reference {
     pub fn load(model: &str, image: &str) -> Reference {
-        let path = fixtures()
-            .join("refs")
-            .join(format!("{model}__{image}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::load_file(
+            &fixtures()
+                .join("refs")
+                .join(format!("{model}__{image}.safetensors")),
+        )
+    }
+
+    pub fn load_file(path: &Path) -> Reference {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("reference header");
         let metadata = meta.metadata().clone().unwrap_or_default();
         let tensors =

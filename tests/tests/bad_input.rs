@@ -41,6 +41,7 @@ fn settings(t: usize, taps: &[&str]) -> ExtractSettings {
         },
         prompt: PromptSource::default(),
         size: None,
+        time_ids: None,
     }
 }
 
@@ -226,9 +227,10 @@ fn sizes_the_model_cannot_take() {
 fn prompt_embeddings_of_the_wrong_width() {
     let png = fixtures().join("images/sd_square_32.png");
     let mut s = settings(10, &["mid_block"]);
-    s.prompt = PromptSource::Embeddings(
-        Tensor::zeros((1, 77, 5), candle_core::DType::F32, &Device::Cpu).unwrap(),
-    );
+    s.prompt = PromptSource::Embeddings {
+        context: Tensor::zeros((1, 77, 5), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        pooled: None,
+    };
     let msg = extract_error("sd1_tiny", &png, &s);
     assert!(msg.contains("[1, 77, 5]") && msg.contains("32"), "{msg}");
 }

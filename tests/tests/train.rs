@@ -6,58 +6,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use diffscope_engine::features::recipe::seeded_normal;
+use diffscope_engine::io::safetensors::read_tensors;
 use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::model::taps::TapRecorder;
 use diffscope_engine::model::unet::UNet;
-use diffscope_engine::train::adamw::AdamWConfig;
-use diffscope_engine::train::arch::UNetArchitecture;
 use diffscope_engine::train::checkpoint;
 use diffscope_engine::train::dataset::ImageDataset;
-use diffscope_engine::train::trainer::{TrainConfig, Trainer};
-
-const SIZE: u32 = 16;
-
-fn tiny_arch() -> UNetArchitecture {
-    UNetArchitecture {
-        channels: vec![8, 16],
-        layers_per_block: 1,
-        attention_levels: vec![1],
-        mid_attention: true,
-        head_dim: 8,
-        size: SIZE as usize,
-    }
-}
-
-fn tiny_config(ema: Option<f64>) -> TrainConfig {
-    TrainConfig {
-        arch: tiny_arch(),
-        beta_schedule: "linear".into(),
-        batch_size: 4,
-        learning_rate: 3e-3,
-        warmup_steps: 2,
-        adamw: AdamWConfig::default(),
-        max_grad_norm: 1.0,
-        ema_decay: ema,
-        seed: 5,
-    }
-}
-
-/// `count` small images with a coloured square on a gradient, different for each.
-fn write_images(dir: &Path, count: usize, size: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..count {
-        let img = image::RgbImage::from_fn(size, size, |x, y| {
-            let inside =
-                (x as usize + i) % size as usize > 4 && (y as usize * 2 + i) % size as usize > 6;
-            if inside {
-                image::Rgb([200, (40 * i % 255) as u8, 30])
-            } else {
-                image::Rgb([(x * 12) as u8, (y * 12) as u8, (i * 30 % 255) as u8])
-            }
-        });
-        img.save(dir.join(format!("img_{i:02}.png"))).unwrap();
-    }
-}
+use diffscope_engine::train::trainer::Trainer;
+use diffscope_tests::tiny_training::{tiny_config, write_images, SIZE};
 
 fn dataset(dir: &Path) -> ImageDataset {
     ImageDataset::load(dir).unwrap()
@@ -267,8 +223,7 @@ fn the_model_folder_reads_back_through_the_loader() {
     assert_eq!(model.schedule.config.beta_schedule, "linear");
     // The file holds exactly the trained weights.
     let written =
-        checkpoint::read_tensors(&run.join("unet/diffusion_pytorch_model.safetensors"), &dev)
-            .unwrap();
+        read_tensors(&run.join("unet/diffusion_pytorch_model.safetensors"), &dev).unwrap();
     assert_same(&written, &trainer.weights().unwrap(), "exported weights");
     // And the loaded UNet computes what the trainer's does (candle's convolution there, the
     // training op here: float32 rounding apart).

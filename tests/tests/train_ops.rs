@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Module, Tensor, Var};
 use diffscope_engine::features::recipe::seeded_normal;
-use diffscope_engine::train::ops;
+use diffscope_engine::model::ops;
 use diffscope_tests::max_abs_diff;
 
 fn var(seed: u64, shape: &[usize]) -> Var {
@@ -105,7 +105,7 @@ fn group_norm_gradients_match_candle() {
 fn upsampling_gradients_match_candle() {
     let x = var(80, &[2, 3, 4, 5]);
     let reference = x.as_tensor().upsample_nearest2d(8, 10).unwrap();
-    let ours = ops::upsample_nearest_2x(x.as_tensor()).unwrap();
+    let ours = ops::upsample_nearest(x.as_tensor(), (8, 10)).unwrap();
     check_close("upsample", &ours, &reference, 0.0);
     let probe = seeded_normal(81, reference.dims(), &Device::Cpu).unwrap();
     let want = grads_of(&[&x], &reference, &probe);

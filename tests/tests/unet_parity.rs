@@ -2,6 +2,7 @@
 
 use candle_core::{Device, Tensor};
 use diffscope_engine::features::recipe::{extract_from_latents, NoiseSource, UNetRequest};
+use diffscope_engine::model::conditioning::Conditioning;
 use diffscope_engine::model::schedule::NoiseSchedule;
 use diffscope_engine::model::unet::UNet;
 use diffscope_tests::{fixtures, relative_error, Reference, PARITY_TOLERANCE};
@@ -27,15 +28,26 @@ fn check_unet(model: &str, image: &str) {
     );
 
     let latents = reference.get("latents");
-    let context = reference.tensors.get("empty_prompt_embeds");
+    let context = reference
+        .tensors
+        .get("empty_prompt_embeds")
+        .map(|c| Conditioning::text(c.clone()));
     let mut failures = vec![];
     let mut worst = 0f32;
     let mut runs = vec![];
     for t in reference.list("timesteps") {
-        runs.push((format!("t{t}"), t.parse::<usize>().unwrap(), context));
+        runs.push((
+            format!("t{t}"),
+            t.parse::<usize>().unwrap(),
+            context.clone(),
+        ));
     }
     if let Some(prompt) = reference.tensors.get("prompt_embeds") {
-        runs.push(("t261_prompt".to_string(), 261, Some(prompt)));
+        runs.push((
+            "t261_prompt".to_string(),
+            261,
+            Some(Conditioning::text(prompt.clone())),
+        ));
     }
     for (prefix, t, ctx) in runs {
         let noise_key = if prefix == "t261_prompt" {
@@ -52,7 +64,7 @@ fn check_unet(model: &str, image: &str) {
             &unet,
             &schedule,
             latents,
-            ctx,
+            ctx.as_ref(),
             &request,
             None,
             &mut |_, _| {},
