@@ -120,7 +120,7 @@ fn pca_and_segmentation_views() {
         unreachable!()
     };
     assert_eq!(rgb.len(), 2);
-    h.get_by_label("lock basis").click();
+    click_control(&mut h, "lock basis");
     wait_for_exact(&mut h, |r| {
         matches!(r.view, ViewResult::Pca { locked: true, .. })
     });
@@ -140,7 +140,7 @@ fn pca_and_segmentation_views() {
     h.get_by_label("Inertia vs K").click();
     h.run_steps(1);
     h.get_by_label("Compute inertia for K = 2…12").click();
-    wait_for(&mut h, "inertia", |app| app.elbow.is_some());
+    wait_for(&mut h, "inertia", |app| app.results.elbow.is_some());
 }
 
 #[cfg(unix)]
@@ -232,7 +232,7 @@ fn a_corrupt_image_shows_a_message_and_the_app_keeps_working() {
             .iter()
             .any(|m| m.text.contains("not a diffusers model folder"))
     });
-    wait_for(&mut h, "the model to stay", |app| app.model_job.is_none());
+    wait_for(&mut h, "the model to stay", |app| !app.loading_model());
     assert!(h.state().model.is_some());
     // Still working: a click is matched.
     click_image(&mut h, 0, data.source_keypoint(0));

@@ -11,11 +11,16 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use diffscope_engine::device::default_device;
-use diffscope_engine::features::recipe::{extract_from_latents, NoiseSource, UNetRequest};
+use diffscope_engine::device::{memory_info, peak_memory, reset_peak_memory, synchronize};
+use diffscope_engine::features::recipe::{
+    draws_per_batch, extract_from_latents, NoiseSource, UNetRequest,
+};
 use diffscope_engine::io::image::parse_size;
+use diffscope_engine::model::conditioning::Conditioning;
 use diffscope_engine::model::pipeline::{DiffusionModel, PromptSource};
 use serde_json::{json, Value};
+
+use super::compute_args::ComputeArgs;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Stage {
@@ -57,6 +62,7 @@ pub struct BenchArgs {
     /// Image size WIDTHxHEIGHT (the UNet stages use the matching latent size).
     #[arg(long, default_value = "512x512")]
     size: String,
+    /// What to time.
     #[arg(long, value_enum)]
     stage: Stage,
     /// Noise draws in the recipe (DIFT uses 8).
@@ -71,6 +77,8 @@ pub struct BenchArgs {
     /// Untimed runs first (default: 1, none for the recipe).
     #[arg(long)]
     warmup: Option<usize>,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 /// The tap each stage stops at.
@@ -82,16 +90,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--repeat must be at least 1");
     }
     let (width, height) = parse_size(&args.size)?;
-    let device = default_device()?;
+    let compute = args.compute.open()?;
+    let device = compute.device.clone();
 
     let start = Instant::now();
-    let model = DiffusionModel::load(&args.model, &device)
+    let model = DiffusionModel::load_on(&args.model, &compute)
         .with_context(|| format!("loading {}", args.model))?;
+    synchronize(&device)?;
     let load_s = start.elapsed().as_secs_f64();
     let load_peak_mib = memory::peak_rss_mib();
     let rss_after_load_mib = memory::rss_mib();
     let peak_reset = memory::reset_peak_rss();
-    eprintln!("bench: loaded {} in {load_s:.1} s", args.model);
+    let device_after_load = device_memory_in_use(&device);
+    reset_peak_memory(&device);
+    eprintln!(
+        "bench: loaded {} in {load_s:.1} s ({})",
+        args.model,
+        compute.describe()
+    );
 
     let bench = StageBench::new(&model, &args, (width, height))?;
     let warmup = args.warmup.unwrap_or(args.stage.default_warmup());
@@ -109,6 +125,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         runs.push(run);
     }
     let stage_peak_mib = memory::peak_rss_mib();
+    let device_peak = peak_memory(&device);
 
     let best = runs
         .iter()
@@ -124,6 +141,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "t": args.t,
         "tap": bench.tap,
         "threads": candle_core::utils::get_num_threads(),
+        "device": compute.describe(),
+        "dtype": compute.precision.name(),
+        "draws_per_batch": bench.draws_per_batch(),
         "load_s": load_s,
         "warmup_s": warmup_s,
         "wall_s": best.total_s,
@@ -135,10 +155,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         // Peak during warm-up and timed runs, measured from the RSS after loading.
         "stage_peak_mib": if peak_reset { stage_peak_mib } else { None },
         "peak_mib": max_option(load_peak_mib, stage_peak_mib),
+        // On a GPU: what the weights hold after loading, and the most the engine held at once
+        // during the warm-up and timed runs (weights included), as PyTorch's
+        // max_memory_allocated counts it; `reserved` is what the allocator took from the driver.
+        "gpu_after_load_mib": device_after_load.map(mib),
+        "gpu_peak_allocated_mib": device_peak.map(|p| mib(p.allocated)),
+        "gpu_peak_reserved_mib": device_peak.map(|p| mib(p.reserved)),
         "output": last,
     });
     println!("{report}");
     Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// Memory the device's allocator holds now (on a GPU): the weights, after loading.
+fn device_memory_in_use(device: &Device) -> Option<u64> {
+    memory_info(device).map(|m| m.total - m.free)
 }
 
 fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -162,7 +197,9 @@ struct StageBench<'a> {
     /// The noise of the single UNet pass (UNet stages): given, so that diffusers can use the same.
     noise: Tensor,
     /// The empty prompt's embeddings (UNet stages; the recipe embeds the prompt inside its timing).
-    context: Option<Tensor>,
+    context: Option<Conditioning>,
+    /// The image size (SDXL's time ids).
+    size: (u32, u32),
 }
 
 struct Run {
@@ -211,7 +248,9 @@ impl<'a> StageBench<'a> {
         )?;
         let noise = pattern(latents.dims(), 3f64.sqrt(), 3, device)?;
         let context = match args.stage {
-            Stage::UnetUp1 | Stage::UnetFull => model.condition(&PromptSource::default())?,
+            Stage::UnetUp1 | Stage::UnetFull => model
+                .condition(&PromptSource::default())?
+                .map(|c| c.at_size((width, height), None)),
             _ => None,
         };
         Ok(Self {
@@ -227,16 +266,31 @@ impl<'a> StageBench<'a> {
             latents,
             noise,
             context,
+            size: (width, height),
         })
     }
 
+    /// Seconds since `start`, once the device has finished what was queued (GPU work is
+    /// asynchronous: without the wait a timer reads when the work was queued, not done).
+    fn elapsed(&self, start: Instant) -> anyhow::Result<f64> {
+        synchronize(&self.model.device)?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    fn draws_per_batch(&self) -> usize {
+        let (_, _, h, w) = self.latents.dims4().unwrap_or((1, 1, 1, 1));
+        let taps = [self.tap.to_string()];
+        draws_per_batch(&self.model.unet, &taps, (h, w), &self.model.device).min(self.ensemble)
+    }
+
     fn run_once(&self) -> anyhow::Result<Run> {
+        synchronize(&self.model.device)?;
         let start = Instant::now();
         match self.stage {
             Stage::Vae => {
                 let z = self.model.encode(&self.image)?;
                 Ok(Run {
-                    total_s: start.elapsed().as_secs_f64(),
+                    total_s: self.elapsed(start)?,
                     cpu_s: None,
                     encode_s: None,
                     text_s: None,
@@ -249,7 +303,7 @@ impl<'a> StageBench<'a> {
                 let (out, unet_pass_s) =
                     self.unet_passes(&self.latents, self.context.as_ref(), noise)?;
                 Ok(Run {
-                    total_s: start.elapsed().as_secs_f64(),
+                    total_s: self.elapsed(start)?,
                     cpu_s: None,
                     encode_s: None,
                     text_s: None,
@@ -259,17 +313,20 @@ impl<'a> StageBench<'a> {
             }
             Stage::Recipe => {
                 let z = self.model.encode(&self.image)?;
-                let encode_s = start.elapsed().as_secs_f64();
+                let encode_s = self.elapsed(start)?;
                 let text_start = Instant::now();
-                let context = self.model.condition(&PromptSource::default())?;
-                let text_s = text_start.elapsed().as_secs_f64();
+                let context = self
+                    .model
+                    .condition(&PromptSource::default())?
+                    .map(|c| c.at_size(self.size, None));
+                let text_s = self.elapsed(text_start)?;
                 let noise = NoiseSource::Seeded {
                     seed: 0,
                     ensemble: self.ensemble,
                 };
                 let (out, unet_pass_s) = self.unet_passes(&z, context.as_ref(), noise)?;
                 Ok(Run {
-                    total_s: start.elapsed().as_secs_f64(),
+                    total_s: self.elapsed(start)?,
                     cpu_s: None,
                     encode_s: Some(encode_s),
                     text_s: Some(text_s),
@@ -284,7 +341,7 @@ impl<'a> StageBench<'a> {
     fn unet_passes(
         &self,
         latents: &Tensor,
-        context: Option<&Tensor>,
+        context: Option<&Conditioning>,
         noise: NoiseSource,
     ) -> anyhow::Result<(Tensor, Vec<f64>)> {
         let k = noise.ensemble();
@@ -293,9 +350,15 @@ impl<'a> StageBench<'a> {
             taps: vec![self.tap.to_string()],
             noise,
         };
-        // The progress callback fires before each pass and once at the end: its gaps are the passes.
+        // The progress callback fires before each batch of draws and once at the end: its gaps
+        // are the passes (one per batch).
         let mut marks = Vec::with_capacity(k + 1);
-        let mut progress = |_: usize, _: usize| marks.push(Instant::now());
+        let device = &self.model.device;
+        let mut progress = |_: usize, _: usize| {
+            // A failed wait shows up at the next timer read, which returns the error.
+            let _ = synchronize(device);
+            marks.push(Instant::now());
+        };
         let mut maps = extract_from_latents(
             &self.model.unet,
             &self.model.schedule,

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use diffscope_engine::analysis::correspond::{correspond_point, CorrespondOptions, Target};
-use diffscope_engine::analysis::{ImagePoint, ImageSize, NormalizedMap};
+use diffscope_engine::analysis::correspond::CorrespondOptions;
+use diffscope_engine::analysis::recipes::correspondence::{Correspondence, MatchRule};
+use diffscope_engine::analysis::{ImagePoint, ImageSize};
 use diffscope_engine::export::colormap::{palette, Colormap};
 use diffscope_engine::export::figure::{Figure, Marker, MarkerKind, Overlay, Panel};
 use diffscope_engine::export::matches::{MatchExport, MatchRecord};
@@ -31,7 +32,8 @@ pub struct CorrespondArgs {
     /// Precomputed features of the targets, one file per target.
     #[arg(long, value_delimiter = ',')]
     target_features: Option<Vec<PathBuf>>,
-    /// Colormap of the similarity heatmaps.
+    /// Colormap of the similarity heatmaps (matplotlib's): viridis, magma, inferno, plasma,
+    /// cividis, turbo, diverging (coolwarm) or gray.
     #[arg(long, default_value = "turbo")]
     colormap: String,
     /// Output folder: matches.json, matches.csv, figure.png.
@@ -79,35 +81,23 @@ pub fn run(args: CorrespondArgs) -> anyhow::Result<()> {
     });
     let features = args.features.image_features(&images, files.as_deref())?;
     let (source, targets) = features.split_first().context("no source")?;
-    let source_map = NormalizedMap::new(&source.map, "source")?;
-    let target_maps = targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| NormalizedMap::new(&t.map, &format!("target {i}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let target_refs: Vec<Target> = target_maps
-        .iter()
-        .zip(targets)
-        .map(|(map, t)| Target {
-            map,
-            image: image_size(t),
-        })
-        .collect();
+    let correspondence = Correspondence::new(
+        &features.iter().map(|f| &f.map).collect::<Vec<_>>(),
+        &features.iter().map(image_size).collect::<Vec<_>>(),
+    )?;
     let options = CorrespondOptions::default();
+    let rule = MatchRule::SoftArgmax(options);
 
     let mut records = vec![];
     let mut rows = vec![];
     let mut range = (f32::INFINITY, f32::NEG_INFINITY);
     let mut heatmaps = vec![];
     for (p, point) in points.iter().enumerate() {
-        let matches = correspond_point(
-            &source_map,
-            image_size(source),
-            *point,
-            &target_refs,
-            &options,
-        )
-        .with_context(|| format!("point {},{} on {}", point.x, point.y, source.path.display()))?;
+        let matches = correspondence
+            .match_point(*point, &options)
+            .with_context(|| {
+                format!("point {},{} on {}", point.x, point.y, source.path.display())
+            })?;
         let mut row_maps = vec![];
         for (m, target) in matches.iter().zip(targets) {
             records.push(MatchRecord {
@@ -171,11 +161,9 @@ pub fn run(args: CorrespondArgs) -> anyhow::Result<()> {
         caption: vec![
             args.features.describe(files.is_some()),
             format!(
-                "cosine similarity at feature resolution, upsampled bilinearly for display; match = argmax + soft-argmax ({}x{} window, T={}); mutual = matches back within {} cell",
-                2 * options.window_radius + 1,
-                2 * options.window_radius + 1,
-                options.temperature,
-                options.mutual_tolerance
+                "{}; {}; similarity upsampled bilinearly for display",
+                rule.describe(),
+                rule.parameters()
             ),
         ],
     };

@@ -3,42 +3,85 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use clap::{Args, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use diffscope_engine::analysis::recipes::correspondence::MatchRule;
 use diffscope_engine::data::spair::{PairQuery, SpairDataset};
-use diffscope_engine::device::default_device;
-use diffscope_engine::eval::sweep::{run_sweep, SweepRow, SweepSettings};
+use diffscope_engine::eval::pck::ThresholdBase;
+use diffscope_engine::eval::sweep::{
+    run_sweep, Descriptor, PromptChoice, SecondSource, SweepRecipe, SweepRow, SweepSettings,
+};
 use diffscope_engine::export::colormap::palette;
 use diffscope_engine::export::plot::{LinePlot, Series};
-use diffscope_engine::model::pipeline::DiffusionModel;
+use diffscope_engine::model::feature_model::FeatureModel;
 use diffscope_engine::model::unet::UNet;
 use diffscope_engine::model::weights::{TrainableParams, Weights};
 
+use super::feature_args::{FusionArgs, RecipeArgs};
+
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
-    /// PCK@alpha of nearest-neighbour keypoint matching (the DIFT protocol) per block x timestep.
+    /// PCK@alpha of keypoint matching per block x timestep, as the papers count it (see --match, --threshold).
+    #[command(after_help = "Example:
+  diffscope eval pck --model default --data SPair-71k --blocks up_blocks.0,up_blocks.1 \\
+      --t 100,300 --limit 200 --out pck/")]
     Pck(PckArgs),
+}
+
+/// How a keypoint's match is found.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum MatchChoice {
+    /// The cosine at feature resolution, its map upsampled to the target image, argmax pixel.
+    UpsampledSimilarity,
+    /// DIFT's eval_spair.py exactly: both feature maps upsampled to their images before the cosine.
+    Dift,
+}
+
+/// What alpha is a fraction of.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ThresholdChoice {
+    /// The larger side of the target's bounding box (alpha_bbox, SPair's standard).
+    Bbox,
+    /// The larger side of the target image (alpha_img).
+    Img,
 }
 
 #[derive(Args, Debug)]
 pub struct PckArgs {
+    /// The model: `default` (bundled), a diffusers folder (pipeline or unet/), a DINOv2 folder
+    /// (transformers Dinov2Model), a Hugging Face cache folder (models--org--name), or a Hugging
+    /// Face name `org/name[@revision]` (a branch, tag or commit) found in the local hub cache;
+    /// nothing is downloaded.
     #[arg(long, default_value = "default")]
     model: String,
     /// Dataset folder in SPair-71k's layout (SPair-71k itself, or `diffscope synth` output).
     #[arg(long)]
     data: PathBuf,
+    /// Taps to evaluate by diffusers module path, comma-separated (e.g. up_blocks.0,up_blocks.1).
     #[arg(long, value_delimiter = ',', required = true)]
     blocks: Vec<String>,
-    /// Timesteps to evaluate, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Timesteps to evaluate, comma-separated (ignored for DINOv2).
+    #[arg(long, value_delimiter = ',', default_values_t = [261])]
     t: Vec<usize>,
-    #[arg(long, default_value_t = 8)]
-    ensemble: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// PCK thresholds as fractions of the target's bounding box (max side).
+    /// PCK thresholds as fractions of the threshold base (--threshold).
     #[arg(long, value_delimiter = ',', default_values_t = [0.1])]
     alpha: Vec<f64>,
+    /// What alpha is a fraction of: the target's box (bbox) or the whole target image (img).
+    #[arg(long, value_enum, default_value_t = ThresholdChoice::Bbox)]
+    threshold: ThresholdChoice,
+    /// How matches are found: upsampled-similarity (cheap), or dift (features upsampled first, as eval_spair.py).
+    #[arg(long = "match", value_enum, default_value_t = MatchChoice::UpsampledSimilarity)]
+    match_rule: MatchChoice,
+    /// A prompt per pair from its category, e.g. "a photo of a {category}" (DIFT's for SPair).
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_embeds"])]
+    prompt_template: Option<String>,
+    /// Score all --blocks (and the second source) as one descriptor instead of a row per block.
+    #[arg(long)]
+    together: bool,
+    /// Weights of the blocks in a --together descriptor (default: all 1).
+    #[arg(long, value_delimiter = ',')]
+    tap_weights: Option<Vec<f32>>,
+    /// Which pairs: PairAnnotation/<split>/ (SPair uses trn, val, test).
     #[arg(long, default_value = "test")]
     split: String,
     /// Only this category.
@@ -53,6 +96,10 @@ pub struct PckArgs {
     /// Output folder: pck.csv, pck.json, pck_by_t.png.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[command(flatten)]
+    fusion: FusionArgs,
 }
 
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
@@ -61,27 +108,42 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
     }
 }
 
-fn untrained_copy(
-    spec: &str,
-    device: &candle_core::Device,
-    seed: u64,
-) -> anyhow::Result<DiffusionModel> {
-    let mut model = DiffusionModel::load(spec, device)?;
+/// The same diffusion model with its UNet's weights drawn afresh (the untrained baseline).
+fn untrained_copy(args: &PckArgs) -> anyhow::Result<Option<FeatureModel>> {
+    let FeatureModel::Diffusion(mut model) = args.recipe.load(&args.model)? else {
+        return Ok(None);
+    };
+    let compute = args.recipe.compute.open()?;
     let config = model.folders.unet.join("config.json");
-    model.unet = UNet::with_weights(
-        &config,
-        &Weights::trainable(TrainableParams::random(seed), device),
-    )?;
-    Ok(model)
+    let config = if config.is_file() {
+        config
+    } else {
+        // `--unet FILE`: the pipeline's own config describes it.
+        model.folders.root.join("unet/config.json")
+    };
+    let weights = Weights::trainable(TrainableParams::random(args.recipe.seed), &compute.device)
+        .in_dtype(compute.dtype());
+    model.unet = UNet::with_weights(&config, &weights)?;
+    Ok(Some(FeatureModel::Diffusion(model)))
 }
 
 fn run_pck(args: PckArgs) -> anyhow::Result<()> {
-    let device = default_device()?;
-    let model = DiffusionModel::load(&args.model, &device)?;
+    let model = args.recipe.load(&args.model)?;
+    let second_model = match &args.fusion.fuse_model {
+        Some(spec) => Some(
+            args.recipe
+                .load(spec)
+                .with_context(|| format!("loading --fuse-model {spec}"))?,
+        ),
+        None => None,
+    };
+    if (args.fusion.active() || args.tap_weights.is_some()) && !args.together {
+        bail!("--pca-dims, --fuse-model and --tap-weights make one descriptor of the blocks: add --together");
+    }
     let untrained = if args.no_untrained {
         None
     } else {
-        Some(untrained_copy(&args.model, &device, args.seed)?)
+        untrained_copy(&args)?
     };
     let dataset = SpairDataset::open(&args.data)?;
     let mut query = PairQuery::split(args.split.clone());
@@ -91,13 +153,57 @@ fn run_pck(args: PckArgs) -> anyhow::Result<()> {
     if let Some(n) = args.limit {
         query = query.limit(n);
     }
+    let taps = diffscope_engine::features::extract::expand_taps(&args.blocks, model.taps());
+    let descriptor = if args.together {
+        args.fusion.check_weight()?;
+        let second = match &second_model {
+            Some(m) => Some(SecondSource {
+                model: m,
+                taps: args.fusion.taps(m)?,
+                size: args.fusion.size()?,
+                pca_dims: args.fusion.fuse_pca_dims,
+                weight: args.fusion.fuse_weight,
+            }),
+            None => None,
+        };
+        Descriptor::Together {
+            weights: match &args.tap_weights {
+                Some(w) => w.clone(),
+                None => vec![1.0; taps.len()],
+            },
+            pca_dims: args.fusion.tap_pca(taps.len())?,
+            second,
+        }
+    } else {
+        Descriptor::EachTap
+    };
+    let prompt = match &args.prompt_template {
+        Some(t) if !t.contains("{category}") => {
+            bail!("--prompt-template {t:?} has no {{category}} to fill")
+        }
+        Some(t) => PromptChoice::Template(t.clone()),
+        None => PromptChoice::Fixed(args.recipe.prompt_source()?),
+    };
     let settings = SweepSettings {
         blocks: args.blocks.clone(),
         timesteps: args.t.clone(),
         alphas: args.alpha.clone(),
-        ensemble: args.ensemble,
-        seed: args.seed,
         query,
+        recipe: SweepRecipe {
+            noise: args.recipe.noise()?,
+            prompt,
+            size: args.recipe.size()?,
+            time_ids: args.recipe.time_ids()?,
+        },
+        descriptor,
+        rule: match args.match_rule {
+            MatchChoice::UpsampledSimilarity => MatchRule::UpsampledArgmax,
+            MatchChoice::Dift => MatchRule::UpsampledFeatures,
+        },
+        threshold: match args.threshold {
+            ThresholdChoice::Bbox => ThresholdBase::BoundingBox,
+            ThresholdChoice::Img => ThresholdBase::Image,
+        },
     };
     let rows = run_sweep(
         &model,
@@ -111,9 +217,38 @@ fn run_pck(args: PckArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     write_csv(&rows, &args.alpha, &args.out.join("pck.csv"))?;
+    let mut recipe = serde_json::Map::new();
+    recipe.insert(
+        "recipe".into(),
+        format!("{:?}", args.recipe.recipe).to_lowercase().into(),
+    );
+    recipe.insert("ensemble".into(), args.recipe.ensemble.into());
+    recipe.insert("seed".into(), args.recipe.seed.into());
+    if let Some(t) = &args.prompt_template {
+        recipe.insert("prompt_template".into(), t.clone().into());
+    } else {
+        recipe.insert(
+            "prompt".into(),
+            args.recipe.prompt.clone().unwrap_or_default().into(),
+        );
+    }
+    for (key, value) in [
+        ("size", &args.recipe.size),
+        ("time_ids", &args.recipe.time_ids),
+    ] {
+        if let Some(v) = value {
+            recipe.insert(key.into(), v.clone().into());
+        }
+    }
+    if let Some(u) = &args.recipe.unet {
+        recipe.insert("unet".into(), u.display().to_string().into());
+    }
     let json = serde_json::json!({
-        "model": args.model, "data": args.data, "split": args.split, "ensemble": args.ensemble, "seed": args.seed,
-        "protocol": "cosine of the source keypoint's feature with every target cell, similarity upsampled bilinearly to the target image, argmax",
+        "model": args.model, "data": args.data, "split": args.split,
+        "recipe": recipe,
+        "protocol": settings.protocol(),
+        "together": args.together,
+        "fuse_model": args.fusion.fuse_model, "fuse_weight": args.fusion.fuse_weight, "pca_dims": args.fusion.pca_dims,
         "rows": rows,
     });
     std::fs::write(
@@ -121,6 +256,7 @@ fn run_pck(args: PckArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&json)?,
     )?;
     plot(&rows, &args, &model)?.save_png(&args.out.join("pck_by_t.png"))?;
+    println!("protocol: {}", settings.protocol());
     print_table(&rows, &args);
     println!("wrote {}", args.out.display());
     Ok(())
@@ -189,9 +325,9 @@ fn print_table(rows: &[SweepRow], args: &PckArgs) {
         .max_by(|a, b| a.report.overall.per_point[0].total_cmp(&b.report.overall.per_point[0]))
     {
         println!(
-            "best: {} at t={} ({:.1})",
+            "best: {}{} ({:.1})",
             best.block,
-            best.t.unwrap_or(0),
+            best.t.map(|t| format!(" at t={t}")).unwrap_or_default(),
             100.0 * best.report.overall.per_point[0]
         );
     }
@@ -200,7 +336,7 @@ fn print_table(rows: &[SweepRow], args: &PckArgs) {
 fn plot(
     rows: &[SweepRow],
     args: &PckArgs,
-    model: &DiffusionModel,
+    model: &FeatureModel,
 ) -> anyhow::Result<diffscope_engine::export::canvas::Canvas> {
     let mut series = vec![];
     let mut blocks: Vec<&String> = vec![];
@@ -243,7 +379,7 @@ fn plot(
         title: format!(
             "PCK@{} vs t: {} on {}",
             args.alpha[0],
-            model.name,
+            model.summary().name,
             args.data.display()
         ),
         x_label: "timestep t".into(),

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
+use anyhow::bail;
 use clap::{Args, ValueEnum};
-use diffscope_engine::device::default_device;
 use diffscope_engine::features::dump::{write_npy_dir, write_safetensors};
-use diffscope_engine::features::extract::extract_image;
+use diffscope_engine::features::extract::extract_features;
 
 use super::feature_args::FeatureArgs;
 
@@ -27,22 +27,25 @@ pub struct ExtractArgs {
     /// Output .safetensors file, or a folder with --format npy.
     #[arg(long)]
     out: PathBuf,
+    /// How the features are written.
     #[arg(long, value_enum, default_value_t = DumpFormat::Safetensors)]
     format: DumpFormat,
 }
 
 pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
-    let device = default_device()?;
-    let settings = args.features.settings()?;
-    let model = args.features.load_model(&device)?;
+    if args.features.fusion.active() {
+        bail!("extract writes one model's taps: fuse features with correspond, pca, segment or eval pck");
+    }
+    let model = args.features.load_model()?;
+    let settings = args.features.settings(&model)?;
     let mut report = |done: usize, total: usize| eprint!("\rUNet passes: {done}/{total}");
-    let ex = extract_image(&model, &args.image, &settings, None, &mut report)?;
+    let ex = extract_features(&model, &args.image, &settings, None, &mut report)?;
     eprintln!();
     match args.format {
         DumpFormat::Safetensors => write_safetensors(&ex, &args.out)?,
         DumpFormat::Npy => write_npy_dir(&ex, &args.out)?,
     }
-    for (name, t) in &ex.taps {
+    for (name, t) in ex.taps.iter().chain(&ex.tokens) {
         println!("{name}\t{:?}", t.dims());
     }
     println!("latents\t{:?}", ex.latents.dims());

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use diffscope_engine::analysis::pca::{to_rgb_f32, PcaBasis, PcaOptions, PcaProjection, RgbRange};
+use diffscope_engine::analysis::recipes::pca_rgb::{pca_rgb, PcaRgbOptions};
 use diffscope_engine::analysis::resize::resize_plane_bilinear;
 use diffscope_engine::analysis::GridSize;
 use diffscope_engine::export::figure::{Figure, Overlay, Panel};
 use image::RgbImage;
 
 use super::correspond::file_name;
-use super::feature_args::{FeatureArgs, ImageFeatures};
+use super::feature_args::FeatureArgs;
 
 #[derive(Args, Debug)]
 pub struct PcaArgs {
@@ -34,14 +34,8 @@ pub struct PcaArgs {
     out: PathBuf,
 }
 
-/// RGB in [0,1] at image resolution, bilinear from the feature grid.
-fn rgb_at_image(
-    projection: &PcaProjection,
-    range: &RgbRange,
-    image: &RgbImage,
-) -> anyhow::Result<Vec<f32>> {
-    let rgb = to_rgb_f32(projection, range)?;
-    let grid = projection.grid;
+/// RGB in [0,1] at image resolution, bilinear from `[h, w, 3]` RGB on the feature grid.
+fn rgb_at_image(rgb: &[f32], grid: GridSize, image: &RgbImage) -> Vec<f32> {
     let to = GridSize::new(image.height() as usize, image.width() as usize);
     let planes: Vec<Vec<f32>> = (0..3)
         .map(|c| {
@@ -49,9 +43,9 @@ fn rgb_at_image(
             resize_plane_bilinear(&plane, grid, to)
         })
         .collect();
-    Ok((0..to.cells())
+    (0..to.cells())
         .flat_map(|i| [planes[0][i], planes[1][i], planes[2][i]])
-        .collect())
+        .collect()
 }
 
 pub fn run(args: PcaArgs) -> anyhow::Result<()> {
@@ -61,84 +55,80 @@ pub fn run(args: PcaArgs) -> anyhow::Result<()> {
     let features = args
         .features
         .image_features(&args.images, args.feature_files.as_deref())?;
-    let options = PcaOptions::default();
-    // (basis, the images it covers)
-    let fits: Vec<(PcaBasis, Vec<&ImageFeatures>)> = if args.joint {
-        let maps: Vec<_> = features.iter().map(|f| &f.map).collect();
-        vec![(PcaBasis::fit(&maps, &options)?, features.iter().collect())]
-    } else {
-        features
-            .iter()
-            .map(|f| Ok((PcaBasis::fit(&[&f.map], &options)?, vec![f])))
-            .collect::<anyhow::Result<_>>()?
+    let maps: Vec<_> = features.iter().map(|f| &f.map).collect();
+    let options = PcaRgbOptions {
+        joint: args.joint,
+        percentiles: (low, high),
     };
+    let pca = pca_rgb(&maps, &options, None)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut image_row = vec![];
     let mut pca_row = vec![];
-    let mut report = vec![];
-    for (basis, members) in &fits {
-        let projections: Vec<PcaProjection> = members
+    for (i, (f, rgb)) in features.iter().zip(&pca.rgb).enumerate() {
+        let grid = GridSize::new(f.map.height, f.map.width);
+        let rgb = rgb_at_image(rgb, grid, &f.image);
+        let out_png = args.out.join(format!("{}_pca.png", stem(&f.path)));
+        let bytes: Vec<u8> = rgb
             .iter()
-            .map(|f| basis.project(&f.map))
-            .collect::<Result<_, _>>()?;
-        let range = RgbRange::fit(&projections.iter().collect::<Vec<_>>(), low, high)?;
-        for (f, projection) in members.iter().zip(&projections) {
-            let rgb = rgb_at_image(projection, &range, &f.image)?;
-            let out_png = args.out.join(format!("{}_pca.png", stem(&f.path)));
-            let bytes: Vec<u8> = rgb
-                .iter()
-                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-                .collect();
-            RgbImage::from_raw(f.image.width(), f.image.height(), bytes)
-                .context("RGB buffer size")?
-                .save(&out_png)
-                .with_context(|| format!("writing {}", out_png.display()))?;
-            image_row.push(Panel {
-                image: f.image.clone(),
-                overlay: Overlay::None,
-                markers: vec![],
-                title: file_name(&f.path),
-            });
-            let ratio = &basis.explained_variance_ratio;
-            pca_row.push(Panel {
-                image: f.image.clone(),
-                overlay: Overlay::Rgb {
-                    values: rgb,
-                    opacity: 1.0,
-                },
-                markers: vec![],
-                title: format!(
-                    "PCA {:.0}/{:.0}/{:.0}%",
-                    ratio[0] * 100.0,
-                    ratio.get(1).unwrap_or(&0.0) * 100.0,
-                    ratio.get(2).unwrap_or(&0.0) * 100.0
-                ),
-            });
-        }
-        report.push(serde_json::json!({
-            "images": members.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
-            "explained_variance_ratio": basis.explained_variance_ratio,
-            "samples": basis.samples,
-            "description": basis.describe(),
-            "range_percentiles": [low, high],
-        }));
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect();
+        RgbImage::from_raw(f.image.width(), f.image.height(), bytes)
+            .context("RGB buffer size")?
+            .save(&out_png)
+            .with_context(|| format!("writing {}", out_png.display()))?;
+        image_row.push(Panel {
+            image: f.image.clone(),
+            overlay: Overlay::None,
+            markers: vec![],
+            title: file_name(&f.path),
+        });
+        let ratio = pca
+            .fit
+            .of_image(i)
+            .map(|(basis, _)| basis.explained_variance_ratio.clone())
+            .unwrap_or_default();
+        pca_row.push(Panel {
+            image: f.image.clone(),
+            overlay: Overlay::Rgb {
+                values: rgb,
+                opacity: 1.0,
+            },
+            markers: vec![],
+            title: format!(
+                "PCA {:.0}/{:.0}/{:.0}%",
+                ratio.first().unwrap_or(&0.0) * 100.0,
+                ratio.get(1).unwrap_or(&0.0) * 100.0,
+                ratio.get(2).unwrap_or(&0.0) * 100.0
+            ),
+        });
     }
-    let fit_text = if args.joint {
-        "one basis fitted jointly on all images"
-    } else {
-        "one basis per image"
-    };
+    let report: Vec<serde_json::Value> = pca
+        .fit
+        .fits
+        .iter()
+        .enumerate()
+        .map(|(i, (basis, _))| {
+            let members = &features[pca.fit.images_of(i, features.len())];
+            serde_json::json!({
+                "images": members.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+                "explained_variance_ratio": basis.explained_variance_ratio,
+                "samples": basis.samples,
+                "description": basis.describe(),
+                "range_percentiles": [low, high],
+            })
+        })
+        .collect();
     let figure = Figure {
         rows: vec![image_row, pca_row],
         colorbar: None,
         caption: vec![
             args.features.describe(args.feature_files.is_some()),
-            format!("PCA: {fit_text}, centred, top 3 components as R,G,B; each component scaled from percentile {low} (0) to percentile {high} (255) over the fitted images; bilinear to image size"),
+            format!("{}; bilinear to image size", pca.description),
         ],
     };
     figure.render()?.save_png(&args.out.join("figure.png"))?;
-    let json = serde_json::json!({ "joint": args.joint, "fits": report, "features": args.features.describe(args.feature_files.is_some()) });
+    let json = serde_json::json!({ "joint": args.joint, "fits": report, "description": pca.description, "features": args.features.describe(args.feature_files.is_some()) });
     std::fs::write(
         args.out.join("pca.json"),
         serde_json::to_string_pretty(&json)?,

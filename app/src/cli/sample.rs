@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use diffscope_engine::device::default_device;
 use diffscope_engine::features::recipe::{member_seed, seeded_normal};
 use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::train::ddim::{ddim_sample, image_grid};
+
+use super::compute_args::ComputeArgs;
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -37,14 +38,17 @@ pub struct SampleArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         anyhow::bail!("--count must be at least 1");
     }
-    let device = default_device()?;
-    let model = DiffusionModel::load(&args.model, &device)?;
+    let compute = args.compute.open()?;
+    let device = compute.device.clone();
+    let model = DiffusionModel::load_on(&args.model, &compute)?;
     if model.vae.is_some() || model.unet.context_dim.is_some() {
         anyhow::bail!(
             "{}: sample draws only from pixel-space unconditional models (UNet2DModel without a VAE)",

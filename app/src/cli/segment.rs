@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use diffscope_engine::analysis::kmeans::{kmeans, match_clusters, KMeansOptions};
-use diffscope_engine::analysis::labels::{upsample_by_similarity, LabelMap};
-use diffscope_engine::analysis::ncut::{recursive_ncut, NCutOptions};
-use diffscope_engine::analysis::{GridSize, ImageSize};
+use diffscope_engine::analysis::labels::upsample_by_similarity;
+use diffscope_engine::analysis::recipes::segment::{segment, SegmentMethod, SegmentOptions};
+use diffscope_engine::analysis::ImageSize;
 use diffscope_engine::export::colormap::palette;
 use diffscope_engine::export::figure::{Figure, Overlay, Panel};
 use diffscope_engine::io::npy::{write_npy, NpyArray, NpyData};
@@ -20,6 +19,7 @@ use super::pca::stem;
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
+    /// The images (PNG or JPEG), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     images: Vec<PathBuf>,
     /// k-means with K clusters (on L2-normalised features, k-means++ seeding).
@@ -51,103 +51,34 @@ pub struct SegmentArgs {
     out: PathBuf,
 }
 
-/// Stack maps of equal width on top of each other: NCut's affinity has no spatial term, so this is
-/// exactly a joint cut.
-fn stack(maps: &[&FeatureMap]) -> anyhow::Result<FeatureMap> {
-    let (c, w) = (maps[0].channels, maps[0].width);
-    if maps.iter().any(|m| m.channels != c || m.width != w) {
-        bail!("joint NCut needs feature maps of the same width and channels: give the images one --size");
-    }
-    let h: usize = maps.iter().map(|m| m.height).sum();
-    let mut data = Vec::with_capacity(c * h * w);
-    for ch in 0..c {
-        for m in maps {
-            data.extend_from_slice(&m.data[ch * m.cells()..(ch + 1) * m.cells()]);
-        }
-    }
-    Ok(FeatureMap::new(c, h, w, data)?)
-}
-
-fn unstack(labels: &LabelMap, maps: &[&FeatureMap]) -> Vec<LabelMap> {
-    let mut start = 0;
-    maps.iter()
-        .map(|m| {
-            let part = labels.labels[start..start + m.cells()].to_vec();
-            start += m.cells();
-            LabelMap {
-                grid: GridSize::new(m.height, m.width),
-                labels: part,
-            }
-        })
-        .collect()
-}
-
 pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
+    let method = match (args.k, args.ncut) {
+        (Some(k), false) => SegmentMethod::KMeans {
+            k,
+            seed: args.kmeans_seed,
+        },
+        (None, true) => SegmentMethod::NCut {
+            tau: args.tau,
+            alpha: args.alpha,
+        },
+        _ => bail!("choose --k K (k-means) or --ncut"),
+    };
     let features = args
         .features
         .image_features(&args.images, args.feature_files.as_deref())?;
     let maps: Vec<&FeatureMap> = features.iter().map(|f| &f.map).collect();
-    let (labels, method): (Vec<LabelMap>, String) = match (args.k, args.ncut) {
-        (Some(k), false) => {
-            let options = KMeansOptions {
-                k,
-                seed: args.kmeans_seed,
-                ..Default::default()
-            };
-            if args.joint {
-                (
-                    kmeans(&maps, &options)?.labels,
-                    format!("k-means, K={k}, joint over all images"),
-                )
-            } else {
-                let runs = maps
-                    .iter()
-                    .map(|m| kmeans(&[m], &options))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut labels = vec![runs[0].labels[0].clone()];
-                for run in &runs[1..] {
-                    let matching = match_clusters(&runs[0], run)?;
-                    labels.push(matching.relabel_b(&run.labels[0], k));
-                }
-                (labels, format!("k-means, K={k}, per image, clusters matched to the first image (Hungarian on centroid cosine)"))
-            }
-        }
-        (None, true) => {
-            let options = NCutOptions {
-                tau: args.tau,
-                alpha: args.alpha,
-                ..Default::default()
-            };
-            if args.joint {
-                let seg = recursive_ncut(&stack(&maps)?, &options)?;
-                (
-                    unstack(&seg.labels, &maps),
-                    format!(
-                        "recursive NCut, tau={}, alpha={}, joint ({} segments)",
-                        args.tau, args.alpha, seg.segments
-                    ),
-                )
-            } else {
-                let segs = maps
-                    .iter()
-                    .map(|m| recursive_ncut(m, &options))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (
-                    segs.into_iter().map(|s| s.labels).collect(),
-                    format!(
-                        "recursive NCut, tau={}, alpha={}, per image",
-                        args.tau, args.alpha
-                    ),
-                )
-            }
-        }
-        _ => bail!("choose --k K (k-means) or --ncut"),
-    };
+    let segmentation = segment(
+        &maps,
+        &SegmentOptions {
+            method,
+            joint: args.joint,
+        },
+    )?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut image_row = vec![];
     let mut label_row = vec![];
-    for ((f, map), grid_labels) in features.iter().zip(&maps).zip(&labels) {
+    for ((f, map), grid_labels) in features.iter().zip(&maps).zip(&segmentation.labels) {
         let size = ImageSize::new(f.image.width() as usize, f.image.height() as usize);
         let pixel_labels = upsample_by_similarity(map, grid_labels, size)?;
         let bytes: Vec<u8> = pixel_labels
@@ -188,11 +119,11 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         colorbar: None,
         caption: vec![
             args.features.describe(args.feature_files.is_some()),
-            format!("{method}; labels upsampled to image size by cosine similarity to each segment's mean feature"),
+            format!("{}; labels upsampled to image size by cosine similarity to each segment's mean feature", segmentation.description),
         ],
     };
     figure.render()?.save_png(&args.out.join("figure.png"))?;
-    println!("{method}");
+    println!("{}", segmentation.summary);
     println!("wrote {}", args.out.display());
     Ok(())
 }

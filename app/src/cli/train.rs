@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use diffscope_engine::device::default_device;
+use diffscope_engine::device::DeviceChoice;
 use diffscope_engine::train::arch::UNetArchitecture;
 use diffscope_engine::train::checkpoint;
+use diffscope_engine::train::config::TrainConfig;
 use diffscope_engine::train::dataset::ImageDataset;
-use diffscope_engine::train::trainer::{StepReport, TrainConfig, Trainer};
+use diffscope_engine::train::trainer::{StepReport, Trainer};
 
 /// The bundled default model's architecture; the other defaults of these flags are its recipe
 /// too (see the README for how it was chosen).
@@ -18,6 +19,10 @@ pub const DEFAULT_ATTENTION_LEVELS: [usize; 0] = [];
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// Where to train: cpu, cuda, cuda:N (default: the first GPU this build supports when one
+    /// is present, else the CPU). Training runs in float32.
+    #[arg(long, default_value = "auto", value_parser = super::compute_args::parse_device)]
+    pub device: DeviceChoice,
     /// Folder of training images (PNG/JPEG, searched recursively; all the same size).
     #[arg(long)]
     pub data: PathBuf,
@@ -135,7 +140,7 @@ fn config_from(args: &TrainArgs, base: Option<&TrainConfig>) -> anyhow::Result<T
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     diffscope_engine::train::keep_freed_memory();
     diffscope_engine::train::inline_candle_elementwise();
-    let device = default_device()?;
+    let device = args.device.open()?;
     let started = Instant::now();
     let dataset = ImageDataset::load(&args.data)?;
     eprintln!(
@@ -183,6 +188,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         args.steps,
         trainer.config.batch_size,
         args.log_every,
+        device.clone(),
     );
     trainer.train_until(args.steps, args.checkpoint_every, &mut |report, saved| {
         progress.on_step(report, saved)
@@ -204,10 +210,18 @@ struct Progress {
     every: usize,
     started: Instant,
     losses: Vec<f32>,
+    /// On a GPU each line also says how much memory the engine holds.
+    device: candle_core::Device,
 }
 
 impl Progress {
-    fn new(first_step: usize, total: usize, batch: usize, every: usize) -> Self {
+    fn new(
+        first_step: usize,
+        total: usize,
+        batch: usize,
+        every: usize,
+        device: candle_core::Device,
+    ) -> Self {
         Self {
             first_step,
             total,
@@ -215,6 +229,7 @@ impl Progress {
             every: every.max(1),
             started: Instant::now(),
             losses: vec![],
+            device,
         }
     }
 
@@ -227,8 +242,14 @@ impl Progress {
             let rate = (done * self.batch) as f64 / secs.max(1e-9);
             let left = (self.total - report.step) as f64 * secs / done.max(1) as f64;
             let mean = self.losses.iter().sum::<f32>() / self.losses.len().max(1) as f32;
+            let memory = diffscope_engine::device::memory_info(&self.device)
+                .map(|m| {
+                    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                    format!("  gpu {:.2} GiB in use", gib(m.total - m.free))
+                })
+                .unwrap_or_default();
             eprintln!(
-                "step {}/{}  loss {:.5}  grad {:.3}  lr {:.2e}  {:.1} img/s  elapsed {}  ETA {}",
+                "step {}/{}  loss {:.5}  grad {:.3}  lr {:.2e}  {:.1} img/s  elapsed {}  ETA {}{memory}",
                 report.step,
                 self.total,
                 mean,

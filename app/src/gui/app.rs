@@ -1,34 +1,40 @@
-//! The workbench app: UI state, the engine handle, and the bookkeeping between them. It sends one
-//! request per view when the settings change and draws whatever the engine answered last.
+//! The workbench app: the state the panels read, the engine handle, and the bookkeeping between
+//! them. Each frame it takes in the engine's events, lets the panels draw and push actions, applies
+//! those actions, and sends one request per view when the settings changed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diffscope_engine::analysis::ImagePoint;
 use diffscope_engine::worker::{
-    AnalysisRequest, AnalysisResult, Command, ElbowResult, EngineConfig, EngineHandle, Event,
-    FeatureSettings, JobId, LoadedImage, ModelInfo, PckTable, SweepResult, ViewKey, ViewRequest,
+    AnalysisRequest, AttentionView, AttentionViewTarget, Command, ElbowRequest, EngineConfig,
+    EngineHandle, Event, FeatureSettings, JobId, ModelInfo, PckRequest, SweepRequest, ViewKey,
+    ViewRequest,
 };
 use eframe::egui;
 
+use super::actions::{self, Action, ActionSender, Dialog, ModelOptions};
+use super::context::{has_room_for_images, last_t, Message, PanelContext, Slot, MAX_IMAGES};
 use super::heatmap::OverlayRenderer;
+use super::jobs::{JobKind, JobTable};
+use super::panels;
+use super::remembered::Remembered;
+use super::results::Results;
+use super::samples::Library;
 use super::session::{Session, SESSION_VERSION};
-use super::state::{InputSize, SegmentMethod, Settings, ViewKind};
-use super::views::OverlayCache;
+use super::shortcuts;
+use super::state::{AttentionMode, SegmentMethod, Settings, ViewKind};
+use super::views::{self, OverlayCache};
 
-/// At most this many images are open at once.
-pub const MAX_IMAGES: usize = 6;
 /// Time the UI spends draining engine events per frame, at most.
 const EVENT_BUDGET: Duration = Duration::from_millis(4);
-/// Progress is shown for jobs that have run this long.
-pub const SHOW_PROGRESS_AFTER: Duration = Duration::from_millis(500);
 
 /// How the workbench starts.
 #[derive(Clone, Debug)]
 pub struct GuiOptions {
-    /// `default`, a diffusers folder, or a Hugging Face cache folder.
+    /// What `--model` takes: `default`, a diffusers folder, a Hugging Face cache folder, or a
+    /// Hugging Face name `org/name[@revision]`.
     pub model: String,
     pub images: Vec<PathBuf>,
     /// Where "Add sample" looks (SPair layout: `JPEGImages/<category>/...`).
@@ -39,6 +45,12 @@ pub struct GuiOptions {
     pub cache_dir: Option<PathBuf>,
     /// Measure frame times while the first analysis job runs, write them here as JSON, and close.
     pub measure_frames: Option<PathBuf>,
+    /// Where models run and in which precision.
+    pub device: diffscope_engine::device::DeviceChoice,
+    pub precision: diffscope_engine::device::Precision,
+    /// Open what was open when the workbench last closed (eframe's storage), when there is
+    /// something remembered, instead of `model` and `images`. A given `session` wins.
+    pub restore: bool,
 }
 
 impl GuiOptions {
@@ -56,94 +68,56 @@ impl GuiOptions {
             session: None,
             cache_dir: None,
             measure_frames: None,
+            device: Default::default(),
+            precision: Default::default(),
+            restore: false,
         }
     }
 }
 
-/// An image slot: the decoded image and its texture.
-pub struct Slot {
-    pub image: Arc<LoadedImage>,
-    pub texture: egui::TextureHandle,
-}
-
-impl Slot {
-    pub fn name(&self) -> String {
-        self.image
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-}
-
-/// A job the UI waits for.
-pub struct Running {
-    pub job: JobId,
-    pub sent: Instant,
-    pub progress: Option<(f32, String)>,
-}
-
-/// A message in the message bar.
-pub struct Message {
-    pub text: String,
-    pub error: bool,
-}
-
-/// Results of file dialogs, which run on their own threads so the UI never waits for them.
-pub enum DialogResult {
-    AddImages(Vec<PathBuf>),
-    ModelFolder(PathBuf),
-    OpenSession(PathBuf),
-    SaveSession(PathBuf),
-    ExportFigure(PathBuf),
-    ExportCorrespondences(PathBuf),
-    ExportFeatures(PathBuf),
-}
-
 pub struct WorkbenchApp {
-    pub(crate) engine: EngineHandle,
+    engine: EngineHandle,
     pub settings: Settings,
     /// The model asked for last (what a session saves).
     pub model_spec: String,
     pub model: Option<Arc<ModelInfo>>,
+    /// The second feature source fused with the model's taps.
+    pub second_model: Option<Arc<ModelInfo>>,
     pub slots: Vec<Slot>,
-    pub model_job: Option<JobId>,
     /// Whether the next loaded model's suggested tap and t replace the current ones (not when a
     /// session brought its own).
     pub use_model_suggestions: bool,
-    pub(crate) image_jobs: Vec<(JobId, PathBuf)>,
-    pub(crate) running: HashMap<ViewKey, Running>,
-    pub(crate) other_jobs: HashMap<JobId, (Instant, String)>,
+    /// The engine jobs the workbench waits for.
+    pub jobs: JobTable,
+    pub results: Results,
     last_request: Option<AnalysisRequest>,
-    pub analysis: Option<Arc<AnalysisResult>>,
     /// How many nearest-computed previews were shown, and the (t, tap) of the last one.
     pub previews_shown: usize,
     pub last_preview: Option<(usize, String)>,
     /// Show frame times in the status bar (off for snapshot tests, whose pictures must not vary).
     pub show_frame_times: bool,
-    pub sweep: Option<Arc<SweepResult>>,
-    pub elbow: Option<Arc<ElbowResult>>,
-    pub pck: Option<Arc<PckTable>>,
     pub messages: Vec<Message>,
+    /// The path bar's text.
     pub path_input: String,
+    /// The central view's overlays, built from the last result.
     pub overlays: OverlayCache,
-    pub(crate) dialogs: (
-        crossbeam_channel::Sender<DialogResult>,
-        crossbeam_channel::Receiver<DialogResult>,
-    ),
+    /// Where each slot's image was drawn last frame, and the whole figure.
+    pub image_rects: Vec<egui::Rect>,
+    pub figure_rect: Option<egui::Rect>,
+    pub library: Library,
+    /// The recent models and sessions, kept in eframe's storage with what is open.
+    pub remembered: Remembered,
+    /// Whether file dialogs can open here; when not, asking for one says how to type a path.
+    pub file_dialogs: bool,
+    plot_tab: panels::plots::PlotTab,
+    /// What the panels and the file dialogs asked for, applied after each frame is drawn.
+    actions: (ActionSender, crossbeam_channel::Receiver<Action>),
     pub(crate) screenshots: (
         crossbeam_channel::Sender<Arc<egui::ColorImage>>,
         crossbeam_channel::Receiver<Arc<egui::ColorImage>>,
     ),
     /// A figure waiting for its screenshot: where to write it.
     pub(crate) pending_figure: Option<PathBuf>,
-    /// Where each slot's image was drawn last frame, and the whole figure.
-    pub image_rects: Vec<egui::Rect>,
-    pub figure_rect: Option<egui::Rect>,
-    pub samples_dir: PathBuf,
-    pub samples: Vec<PathBuf>,
-    pub hf_models: Vec<PathBuf>,
-    pub(crate) plot_tab: super::panels::plots::PlotTab,
     /// Whether the GPU overlay pipeline is installed (false without wgpu, e.g. in some tests).
     pub has_gpu: bool,
     /// Durations of recent frames (UI work per frame), for the status bar and measurements.
@@ -163,9 +137,16 @@ impl WorkbenchApp {
         };
         let ctx = cc.egui_ctx.clone();
         let waker_ctx = ctx.clone();
+        // A device that cannot be opened leaves the workbench on the CPU (it says so in the
+        // terminal); a precision the device cannot run is refused when the model loads.
+        let device = options.device.open().unwrap_or_else(|e| {
+            eprintln!("warning: {e}; computing on the CPU");
+            candle_core::Device::Cpu
+        });
         let config = EngineConfig {
             cache_dir: options.cache_dir.clone(),
-            device: diffscope_engine::device::default_device().unwrap_or(candle_core::Device::Cpu),
+            device,
+            precision: options.precision,
             ..EngineConfig::default()
         };
         let engine =
@@ -179,35 +160,36 @@ impl WorkbenchApp {
             };
         let mut app = Self {
             engine,
-            settings: Settings::default(),
+            settings: Settings {
+                compute: diffscope_engine::worker::ComputeChoice {
+                    device: options.device,
+                    precision: options.precision,
+                },
+                ..Settings::default()
+            },
             model_spec: options.model.clone(),
             model: None,
+            second_model: None,
             slots: Vec::new(),
-            model_job: None,
             use_model_suggestions: true,
-            image_jobs: Vec::new(),
-            running: HashMap::new(),
-            other_jobs: HashMap::new(),
+            jobs: JobTable::default(),
+            results: Results::default(),
             last_request: None,
-            analysis: None,
             previews_shown: 0,
             last_preview: None,
             show_frame_times: true,
-            sweep: None,
-            elbow: None,
-            pck: None,
             messages: Vec::new(),
             path_input: String::new(),
             overlays: OverlayCache::default(),
-            dialogs: crossbeam_channel::unbounded(),
-            screenshots: crossbeam_channel::unbounded(),
-            pending_figure: None,
             image_rects: Vec::new(),
             figure_rect: None,
-            samples: super::samples::list(&options.samples_dir),
-            samples_dir: options.samples_dir.clone(),
-            hf_models: super::samples::hugging_face_models(),
+            library: Library::find(&options.samples_dir),
+            remembered: Remembered::load(cc.storage),
+            file_dialogs: actions::file_dialogs_available(),
             plot_tab: Default::default(),
+            actions: actions::queue(),
+            screenshots: crossbeam_channel::unbounded(),
+            pending_figure: None,
             has_gpu,
             frame_times: Default::default(),
             measure: options
@@ -216,16 +198,30 @@ impl WorkbenchApp {
                 .map(super::frame_stats::Measurement::new),
             ctx,
         };
-        match &options.session {
-            Some(path) => app.open_session(path),
-            None => {
-                app.load_model(&options.model);
+        let last = app.remembered.last.clone().filter(|_| options.restore);
+        match (&options.session, last) {
+            (Some(path), _) => app.open_session(path),
+            (None, Some(last)) => app.apply_session(last),
+            (None, None) => {
+                app.load_model(&options.model, ModelOptions::default());
                 for path in &options.images {
                     app.add_image(path.clone());
                 }
             }
         }
         app
+    }
+
+    /// What the next start can come back to: the session as it stands (with the images still
+    /// loading) and the recent models and sessions.
+    pub fn remembered_state(&self) -> Remembered {
+        let mut last = self.session();
+        last.images
+            .extend(self.jobs.images().map(Path::to_path_buf));
+        Remembered {
+            last: Some(last),
+            ..self.remembered.clone()
+        }
     }
 
     pub fn message(&mut self, text: impl Into<String>, error: bool) {
@@ -239,18 +235,192 @@ impl WorkbenchApp {
         }
     }
 
-    pub fn load_model(&mut self, spec: &str) {
+    /// Send a command to the engine and wait for its answer.
+    pub(crate) fn start(&mut self, command: Command, kind: JobKind) -> JobId {
+        let job = self.engine.send(command);
+        self.jobs.start(job, kind);
+        job
+    }
+
+    /// Whether a model is being loaded.
+    pub fn loading_model(&self) -> bool {
+        self.jobs.is_running(ViewKey::Model)
+    }
+
+    pub fn is_busy(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    pub fn ctx(&self) -> &egui::Context {
+        &self.ctx
+    }
+
+    /// Draw the panels and the central view; what they ask for waits in the action queue.
+    fn draw(&mut self, ui: &mut egui::Ui) {
+        let cx = PanelContext {
+            model_spec: &self.model_spec,
+            model: self.model.as_ref(),
+            second_model: self.second_model.as_ref(),
+            slots: &self.slots,
+            results: &self.results,
+            jobs: &self.jobs,
+            messages: &self.messages,
+            library: &self.library,
+            remembered: &self.remembered,
+            has_gpu: self.has_gpu,
+            frame_times: self.show_frame_times.then_some(&self.frame_times),
+            actions: &self.actions.0,
+        };
+        panels::top::show(ui, &cx, &mut self.path_input);
+        panels::drop::show(ui.ctx());
+        panels::status::show(ui, &cx);
+        panels::plots::show(ui, &cx, &self.settings, &mut self.plot_tab);
+        panels::controls::show(ui, &cx, &mut self.settings);
+        let drawn = egui::CentralPanel::default()
+            .show(ui, |ui| {
+                views::show(ui, &cx, &mut self.settings, &mut self.overlays)
+            })
+            .inner;
+        self.image_rects = drawn.image_rects;
+        self.figure_rect = drawn.figure;
+    }
+
+    /// Apply what the panels and the dialogs asked for.
+    fn apply_actions(&mut self) {
+        let pending: Vec<Action> = self.actions.1.try_iter().collect();
+        if pending.is_empty() {
+            return;
+        }
+        for action in pending {
+            self.apply(action);
+        }
+        // Show the outcome at once, not at the next input.
+        self.ctx.request_repaint();
+    }
+
+    /// Do what a panel or a dialog asked for.
+    pub fn apply(&mut self, action: Action) {
+        match action {
+            Action::AddImage(path) => self.add_image(path),
+            Action::RemoveImage(index) => self.remove_image(index),
+            Action::MoveImage { from, to } => self.move_image(from, to),
+            Action::LoadModel { spec, options } => self.load_model(&spec, options),
+            Action::LoadFusionModel(spec) => {
+                self.start(
+                    Command::LoadFusionModel { spec },
+                    JobKind::View(ViewKey::FusionModel),
+                );
+            }
+            Action::OpenSession(path) => self.open_session(&path),
+            Action::SaveSession(path) => self.save_session(&path),
+            Action::ExportFigure(path) => self.export_figure(path),
+            Action::ExportCorrespondences(path) => self.export_correspondences(&path),
+            Action::ExportFeatures(folder) => self.export_features(folder),
+            Action::ExportAttention(folder) => self.export_attention(folder),
+            Action::RunSweep { point, ts } => {
+                let images = self.image_keys();
+                self.start_on_features(ViewKey::Sweep, |features| {
+                    Command::Sweep(SweepRequest {
+                        features,
+                        images,
+                        point,
+                        ts,
+                    })
+                });
+            }
+            Action::ComputeInertia { joint, ks } => {
+                let images = self.image_keys();
+                self.start_on_features(ViewKey::Elbow, |features| {
+                    Command::Elbow(ElbowRequest {
+                        features,
+                        images,
+                        joint,
+                        ks,
+                    })
+                });
+            }
+            Action::ComputePck {
+                images,
+                taps,
+                ts,
+                alpha,
+            } => self.start_on_features(ViewKey::Pck, |features| {
+                Command::Pck(PckRequest {
+                    features,
+                    images,
+                    ts,
+                    taps,
+                    alpha,
+                })
+            }),
+            Action::Cancel(view) => {
+                if let Some((job, _)) = self.jobs.for_view(view) {
+                    self.engine.cancel(job);
+                }
+            }
+            Action::CancelJobs => {
+                let running: Vec<ViewKey> = self.jobs.views().map(|(view, _)| view).collect();
+                for view in running {
+                    self.apply(Action::Cancel(view));
+                }
+            }
+            Action::StepT(steps) => {
+                let last = last_t(self.model.as_deref());
+                let t = &mut self.settings.features.t;
+                *t = (*t as i64 + steps).clamp(0, last as i64) as usize;
+            }
+            Action::StepBlock(steps) => self.step_block(steps),
+            Action::RemoveLastPoint => {
+                let s = &mut self.settings;
+                s.points.pop();
+                s.active_point = s.active_point.min(s.points.len().saturating_sub(1));
+            }
+            Action::DismissMessage(index) => {
+                if index < self.messages.len() {
+                    self.messages.remove(index);
+                }
+            }
+            Action::Pick(dialog) => self.pick_in_thread(dialog),
+        }
+    }
+
+    /// Choose the block `steps` places away in the model's list of blocks (from the block of the
+    /// current tap), stopping at the ends.
+    fn step_block(&mut self, steps: i32) {
+        let Some(model) = &self.model else {
+            return;
+        };
+        let blocks: Vec<&str> = model
+            .summary
+            .taps
+            .iter()
+            .filter(|t| t.block_level)
+            .map(|t| t.name.as_str())
+            .collect();
+        let current = diffscope_engine::model::taps::block_of(&self.settings.features.tap);
+        let Some(at) = blocks.iter().position(|b| *b == current) else {
+            return;
+        };
+        let to = (at as i64 + i64::from(steps)).clamp(0, blocks.len() as i64 - 1) as usize;
+        self.settings.features.tap = blocks[to].to_string();
+    }
+
+    pub fn load_model(&mut self, spec: &str, options: ModelOptions) {
+        // Every option must reach the engine: a new field fails to compile here until it does.
+        let ModelOptions { compute } = options;
         self.model_spec = spec.to_string();
         self.use_model_suggestions = true;
-        let job = self.engine.send(Command::LoadModel {
-            spec: spec.to_string(),
-        });
-        self.model_job = Some(job);
-        self.track(ViewKey::Model, job);
+        self.start(
+            Command::LoadModel {
+                spec: spec.to_string(),
+                compute,
+            },
+            JobKind::View(ViewKey::Model),
+        );
     }
 
     pub fn add_image(&mut self, path: PathBuf) {
-        if self.slots.len() + self.image_jobs.len() >= MAX_IMAGES {
+        if !has_room_for_images(&self.slots, &self.jobs) {
             self.message(
                 format!(
                     "{}: not added, at most {MAX_IMAGES} images are open at once (remove one first)",
@@ -260,13 +430,17 @@ impl WorkbenchApp {
             );
             return;
         }
-        let job = self.engine.send(Command::LoadImage { path: path.clone() });
-        self.image_jobs.push((job, path));
+        self.start(
+            Command::LoadImage { path: path.clone() },
+            JobKind::Image(path),
+        );
     }
 
     pub fn remove_image(&mut self, index: usize) {
         if index < self.slots.len() {
             self.slots.remove(index);
+            // The clicked attention point belongs to an image slot.
+            self.settings.attention.point = None;
             if index == 0 {
                 // Points belong to the source image.
                 self.settings.points.clear();
@@ -280,6 +454,7 @@ impl WorkbenchApp {
         if from < self.slots.len() && to < self.slots.len() && from != to {
             let slot = self.slots.remove(from);
             self.slots.insert(to, slot);
+            self.settings.attention.point = None;
             if from == 0 || to == 0 {
                 self.settings.points.clear();
                 self.settings.active_point = 0;
@@ -287,43 +462,25 @@ impl WorkbenchApp {
         }
     }
 
-    pub(crate) fn track(&mut self, view: ViewKey, job: JobId) {
-        self.running.insert(
-            view,
-            Running {
-                job,
-                sent: Instant::now(),
-                progress: None,
-            },
-        );
-    }
-
-    pub(crate) fn send_other(&mut self, command: Command, what: impl Into<String>) {
-        let job = self.engine.send(command);
-        self.other_jobs.insert(job, (Instant::now(), what.into()));
+    /// Start a job for `view` on the features the settings choose; nothing before a model is
+    /// loaded.
+    fn start_on_features(
+        &mut self,
+        view: ViewKey,
+        command: impl FnOnce(FeatureSettings) -> Command,
+    ) {
+        if let Some(features) = self.feature_settings() {
+            self.start(command(features), JobKind::View(view));
+        }
     }
 
     /// The feature settings for the current choices, once a model is loaded.
     pub fn feature_settings(&self) -> Option<FeatureSettings> {
-        let model = self.model.as_ref()?;
-        let f = &self.settings.features;
-        let size = match f.size {
-            InputSize::Native => model.native_side.map(|s| (s, s)),
-            InputSize::Square(s) => Some((s, s)),
-            InputSize::Original => None,
-        };
-        Some(FeatureSettings {
-            t: f.t.min(model.alpha_bar.len().saturating_sub(1)),
-            tap: f.tap.clone(),
-            ensemble: f.ensemble.max(1),
-            seed: f.seed,
-            prompt: if model.summary.conditional {
-                f.prompt.clone()
-            } else {
-                String::new()
-            },
-            size,
-        })
+        Some(
+            self.settings
+                .features
+                .for_model(self.model.as_ref()?, self.second_model.as_deref()),
+        )
     }
 
     pub fn image_keys(&self) -> Vec<u64> {
@@ -332,7 +489,7 @@ impl WorkbenchApp {
 
     /// The analysis the current settings ask for, if it can be asked.
     pub fn desired_request(&self) -> Option<AnalysisRequest> {
-        if self.model_job.is_some() || self.slots.is_empty() {
+        if self.loading_model() || self.slots.is_empty() {
             return None;
         }
         let features = self.feature_settings()?;
@@ -364,6 +521,7 @@ impl WorkbenchApp {
                     alpha: s.segment.alpha,
                 },
             },
+            ViewKind::Attention => ViewRequest::Attention(self.attention_view()?),
         };
         Some(AnalysisRequest {
             features,
@@ -372,27 +530,47 @@ impl WorkbenchApp {
         })
     }
 
+    /// What the attention view asks for: the chosen layers of the kind the mode shows, and the
+    /// token or the clicked point. None before a model is loaded or when no layer is chosen.
+    pub fn attention_view(&self) -> Option<AttentionView> {
+        let model = self.model.as_ref()?;
+        let a = &self.settings.attention;
+        let modules: Vec<String> = a.modules(model).iter().map(|m| m.name.clone()).collect();
+        if modules.is_empty() {
+            return None;
+        }
+        let target = match a.mode_for(model) {
+            AttentionMode::Cross => AttentionViewTarget::Token(a.token),
+            AttentionMode::SelfAttention => match a.point {
+                Some((image, [x, y])) if image < self.slots.len() => AttentionViewTarget::Point {
+                    image,
+                    point: ImagePoint::new(x, y),
+                },
+                _ => AttentionViewTarget::Nothing,
+            },
+        };
+        Some(AttentionView {
+            modules,
+            target,
+            head: a.head,
+        })
+    }
+
     /// Send the analysis request when the settings changed since the last one.
     fn update_request(&mut self) {
         let desired = self.desired_request();
         if desired != self.last_request {
             if let Some(request) = desired.clone() {
-                let job = self.engine.send(Command::Analyze(request));
-                self.track(ViewKey::Analysis, job);
+                self.start(Command::Analyze(request), JobKind::View(ViewKey::Analysis));
             }
             self.last_request = desired;
         }
     }
 
-    /// Ask for the same analysis again (after an error, or to refresh).
-    pub fn retry(&mut self) {
+    /// Forget every result, and ask for the current view again.
+    fn reset_results(&mut self) {
+        self.results.reset();
         self.last_request = None;
-    }
-
-    pub fn cancel(&mut self, view: ViewKey) {
-        if let Some(r) = self.running.get(&view) {
-            self.engine.cancel(r.job);
-        }
     }
 
     fn handle_events(&mut self) {
@@ -407,38 +585,18 @@ impl WorkbenchApp {
         }
     }
 
-    fn is_latest(&self, view: Option<ViewKey>, job: JobId) -> bool {
-        view.and_then(|v| self.running.get(&v))
-            .is_some_and(|r| r.job == job)
-    }
-
-    fn finish(&mut self, view: Option<ViewKey>, job: JobId) {
-        if let Some(v) = view {
-            if self.running.get(&v).is_some_and(|r| r.job == job) {
-                self.running.remove(&v);
-            }
-        }
-    }
-
+    /// Take in one engine event. Answers of jobs no longer waited for (superseded by a newer job
+    /// for the same view) are dropped.
     pub(crate) fn handle_event(&mut self, event: Event) {
         match event {
             Event::Progress {
                 job,
-                view,
                 fraction,
                 message,
-            } => {
-                if let Some(r) = view.and_then(|v| self.running.get_mut(&v)) {
-                    if r.job == job {
-                        r.progress = Some((fraction, message));
-                    }
-                }
-            }
+                ..
+            } => self.jobs.set_progress(job, fraction, message),
             Event::ModelLoaded { job, info } => {
-                if self.model_job == Some(job) {
-                    self.model_job = None;
-                }
-                self.finish(Some(ViewKey::Model), job);
+                self.jobs.finish(job);
                 let taps = &info.summary.taps;
                 let suggested = info
                     .suggested
@@ -450,17 +608,18 @@ impl WorkbenchApp {
                 } else if !taps.iter().any(|t| t.name == self.settings.features.tap) {
                     self.settings.features.tap = default_tap(&info);
                 }
-                let last_t = info.alpha_bar.len().saturating_sub(1);
-                self.settings.features.t = self.settings.features.t.min(last_t);
+                self.settings.features.t = self.settings.features.t.min(last_t(Some(&info)));
+                self.remembered.add_model(&self.model_spec);
                 self.model = Some(info);
-                self.analysis = None;
-                self.sweep = None;
-                self.elbow = None;
-                self.pck = None;
-                self.last_request = None;
+                self.reset_results();
+            }
+            Event::FusionModelLoaded { job, info } => {
+                self.jobs.finish(job);
+                self.second_model = info;
+                self.reset_results();
             }
             Event::ImageLoaded { job, image } => {
-                self.image_jobs.retain(|(j, _)| *j != job);
+                self.jobs.finish(job);
                 if self.slots.len() >= MAX_IMAGES {
                     return;
                 }
@@ -475,14 +634,14 @@ impl WorkbenchApp {
                 self.slots.push(Slot { image, texture });
             }
             Event::Analysis { job, result } => {
-                if self.is_latest(Some(ViewKey::Analysis), job) {
+                if self.jobs.contains(job) {
                     if result.exact {
-                        self.finish(Some(ViewKey::Analysis), job);
+                        self.jobs.finish(job);
                     } else {
                         self.previews_shown += 1;
                         self.last_preview = Some((result.shown_t, result.shown_tap.clone()));
                     }
-                    self.analysis = Some(result);
+                    self.results.analysis = Some(result);
                 }
             }
             Event::Sweep {
@@ -490,17 +649,16 @@ impl WorkbenchApp {
                 result,
                 finished,
             } => {
-                if self.is_latest(Some(ViewKey::Sweep), job) {
+                if self.jobs.contains(job) {
                     if finished {
-                        self.finish(Some(ViewKey::Sweep), job);
+                        self.jobs.finish(job);
                     }
-                    self.sweep = Some(result);
+                    self.results.sweep = Some(result);
                 }
             }
             Event::Elbow { job, result } => {
-                if self.is_latest(Some(ViewKey::Elbow), job) {
-                    self.finish(Some(ViewKey::Elbow), job);
-                    self.elbow = Some(result);
+                if self.jobs.finish(job).is_some() {
+                    self.results.elbow = Some(result);
                 }
             }
             Event::Pck {
@@ -508,57 +666,39 @@ impl WorkbenchApp {
                 table,
                 finished,
             } => {
-                if self.is_latest(Some(ViewKey::Pck), job) {
+                if self.jobs.contains(job) {
                     if finished {
-                        self.finish(Some(ViewKey::Pck), job);
+                        self.jobs.finish(job);
                     }
-                    self.pck = Some(table);
+                    self.results.pck = Some(table);
                 }
             }
             Event::Written { job, paths } => {
-                self.other_jobs.remove(&job);
+                self.jobs.finish(job);
                 let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 self.message(format!("wrote {}", names.join(", ")), false);
             }
-            Event::Cancelled { job, view } => {
-                self.finish(view, job);
-                self.other_jobs.remove(&job);
-                self.image_jobs.retain(|(j, _)| *j != job);
+            Event::Cancelled { job, .. } => {
+                self.jobs.finish(job);
             }
             Event::Error { job, view, message } => {
-                let ends = self.model_job == Some(job)
-                    || self.image_jobs.iter().any(|(j, _)| *j == job)
-                    || self.is_latest(view, job)
-                    || self.other_jobs.contains_key(&job);
-                if self.model_job == Some(job) {
-                    self.model_job = None;
+                let waited = self.jobs.finish(job);
+                if waited
+                    .as_ref()
+                    .is_some_and(|j| j.kind == JobKind::View(ViewKey::Model))
+                {
                     self.last_request = None;
                 }
-                self.image_jobs.retain(|(j, _)| *j != job);
-                self.other_jobs.remove(&job);
                 // Errors of superseded jobs are old news.
-                if ends || view.is_none() {
-                    self.finish(view, job);
+                if waited.is_some() || view.is_none() {
                     self.message(message, true);
                 }
             }
         }
     }
 
-    fn handle_dialogs(&mut self) {
-        while let Ok(result) = self.dialogs.1.try_recv() {
-            match result {
-                DialogResult::AddImages(paths) => paths.into_iter().for_each(|p| self.add_image(p)),
-                DialogResult::ModelFolder(path) => self.load_model(&path.display().to_string()),
-                DialogResult::OpenSession(path) => self.open_session(&path),
-                DialogResult::SaveSession(path) => self.save_session(&path),
-                DialogResult::ExportFigure(path) => self.export_figure(path),
-                DialogResult::ExportCorrespondences(path) => self.export_correspondences(&path),
-                DialogResult::ExportFeatures(path) => self.export_features(path),
-            }
-        }
-    }
-
+    /// Files dropped on the window: sessions are opened, folders loaded as models, the rest added
+    /// as images.
     fn handle_dropped_files(&mut self, ctx: &egui::Context) {
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -568,14 +708,38 @@ impl WorkbenchApp {
                 .collect()
         });
         for path in dropped {
-            if path.extension().is_some_and(|e| e == "json") {
-                self.open_session(&path);
+            let action = if path.extension().is_some_and(|e| e == "json") {
+                Action::OpenSession(path)
             } else if path.is_dir() {
-                self.load_model(&path.display().to_string());
+                Action::load_model(path.display().to_string())
             } else {
-                self.add_image(path);
-            }
+                Action::AddImage(path)
+            };
+            self.actions.0.send(action);
         }
+    }
+
+    /// Show a file dialog on its own thread, so the UI never waits for it; where none can open,
+    /// say how to do the same without one.
+    fn pick_in_thread(&mut self, dialog: Dialog) {
+        if !self.file_dialogs {
+            self.message(
+                "no file dialog can open here (it needs a desktop portal or zenity): type the path \
+                 in the Path bar at the top and press the button for what to do with it, or drop \
+                 files on the window",
+                true,
+            );
+            return;
+        }
+        let actions = self.actions.0.clone();
+        let ctx = self.ctx.clone();
+        std::thread::spawn(move || {
+            let picked = dialog.pick();
+            if !picked.is_empty() {
+                picked.into_iter().for_each(|a| actions.send(a));
+                ctx.request_repaint();
+            }
+        });
     }
 
     /// The session as it stands.
@@ -589,13 +753,14 @@ impl WorkbenchApp {
     }
 
     pub fn save_session(&mut self, path: &Path) {
+        self.remembered.add_session(path.to_path_buf());
         let text = self.session().to_json();
-        self.send_other(
+        self.start(
             Command::WriteText {
                 path: path.to_path_buf(),
                 text,
             },
-            "saving the session",
+            JobKind::Write("the session"),
         );
     }
 
@@ -606,57 +771,27 @@ impl WorkbenchApp {
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|text| Session::from_json(&text, path));
         match session {
-            Ok(session) => self.apply_session(session),
+            Ok(session) => {
+                self.remembered.add_session(path.to_path_buf());
+                self.apply_session(session);
+            }
             Err(e) => self.message(e, true),
         }
     }
 
     pub fn apply_session(&mut self, session: Session) {
         self.slots.clear();
-        self.image_jobs.clear();
-        self.analysis = None;
-        self.sweep = None;
-        self.elbow = None;
-        self.pck = None;
+        self.jobs.forget_images();
+        self.reset_results();
         self.settings = session.settings;
         if session.model != self.model_spec || self.model.is_none() {
-            self.load_model(&session.model);
+            self.load_model(&session.model, ModelOptions::default());
             // The session's own tap and t win over the model's suggestions.
             self.use_model_suggestions = false;
         }
         for image in session.images {
             self.add_image(image);
         }
-        self.last_request = None;
-    }
-
-    pub(crate) fn pick_in_thread(
-        &self,
-        pick: impl FnOnce() -> Option<DialogResult> + Send + 'static,
-    ) {
-        let tx = self.dialogs.0.clone();
-        let ctx = self.ctx.clone();
-        std::thread::spawn(move || {
-            if let Some(result) = pick() {
-                let _ = tx.send(result);
-                ctx.request_repaint();
-            }
-        });
-    }
-
-    /// Alpha-bar and SNR at the current t, from the engine's schedule.
-    pub fn noise_level(&self) -> Option<(f32, f32)> {
-        let model = self.model.as_ref()?;
-        let t = self.settings.features.t;
-        Some((*model.alpha_bar.get(t)?, *model.snr.get(t)?))
-    }
-
-    pub fn ctx(&self) -> &egui::Context {
-        &self.ctx
-    }
-
-    pub fn is_busy(&self) -> bool {
-        !self.running.is_empty() || !self.image_jobs.is_empty() || !self.other_jobs.is_empty()
     }
 }
 
@@ -665,30 +800,40 @@ fn default_tap(info: &ModelInfo) -> String {
     let taps = &info.summary.taps;
     taps.iter()
         .find(|t| t.name == "up_blocks.1")
+        // DINOv2: its last layer, SD-DINO's.
+        .or_else(|| {
+            taps.iter()
+                .rev()
+                .find(|t| t.name.starts_with("encoder.layer."))
+        })
         .or_else(|| taps.iter().rev().find(|t| t.block_level))
         .map(|t| t.name.clone())
         .unwrap_or_default()
 }
 
 impl eframe::App for WorkbenchApp {
+    /// Remember what is open for the next start (eframe calls this on closing and every 30 s).
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.remembered_state().save(storage);
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let frame_start = Instant::now();
         let ctx = ui.ctx().clone();
         self.handle_events();
-        self.handle_dialogs();
         self.handle_dropped_files(&ctx);
         self.handle_screenshots();
-        super::panels::top::show(self, ui);
-        super::panels::status::show(self, ui);
-        super::panels::plots::show(self, ui);
-        super::panels::controls::show(self, ui);
-        egui::CentralPanel::default().show(ui, |ui| super::views::show(self, ui));
+        for action in shortcuts::pressed(&ctx) {
+            self.actions.0.send(action);
+        }
+        self.draw(ui);
+        self.apply_actions();
         self.update_request();
         if self.is_busy() {
             // Keep progress bars moving while jobs run.
             ctx.request_repaint_after(Duration::from_millis(100));
         }
-        let busy = self.running.contains_key(&ViewKey::Analysis);
+        let busy = self.jobs.is_running(ViewKey::Analysis);
         self.frame_times.record(frame_start.elapsed());
         if let Some(m) = &mut self.measure {
             ctx.request_repaint();

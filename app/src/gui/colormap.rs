@@ -3,7 +3,9 @@
 
 use eframe::egui::Color32;
 
-pub use diffscope_engine::export::colormap::{lookup_table, Colormap, LUT_ROWS, LUT_WIDTH};
+pub use diffscope_engine::export::colormap::{
+    lookup_table, Colormap, LUT_ROWS, LUT_WIDTH, PALETTE_ROW,
+};
 
 /// The colour of `map` at `u` in [0, 1] (clamped).
 pub fn colour_at(map: Colormap, u: f32) -> Color32 {

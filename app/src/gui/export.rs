@@ -9,6 +9,7 @@ use diffscope_engine::worker::{AnalysisResult, Command, ViewResult};
 use eframe::egui;
 
 use super::app::WorkbenchApp;
+use super::jobs::JobKind;
 
 impl WorkbenchApp {
     fn image_path(&self, key: u64) -> String {
@@ -21,7 +22,7 @@ impl WorkbenchApp {
 
     /// The rows of the last exact correspondence result.
     pub fn correspondence_rows(&self) -> Option<(Arc<AnalysisResult>, Vec<MatchRecord>)> {
-        let result = self.analysis.clone().filter(|r| r.exact)?;
+        let result = self.results.analysis.clone().filter(|r| r.exact)?;
         let ViewResult::Correspond { matches } = &result.view else {
             return None;
         };
@@ -76,12 +77,12 @@ impl WorkbenchApp {
         } else {
             export.json_text()
         };
-        self.send_other(
+        self.start(
             Command::WriteText {
                 path: path.to_path_buf(),
                 text,
             },
-            "exporting correspondences",
+            JobKind::Write("correspondences"),
         );
     }
 
@@ -92,13 +93,35 @@ impl WorkbenchApp {
             return;
         };
         let images = self.image_keys();
-        self.send_other(
+        self.start(
             Command::ExportFeatures {
                 features,
                 images,
                 folder,
             },
-            "exporting features",
+            JobKind::Write("features"),
+        );
+    }
+
+    /// Each image's attention maps of the attention view's settings, and the map it shows, as
+    /// `.safetensors` in `folder`.
+    pub fn export_attention(&mut self, folder: PathBuf) {
+        let (Some(features), Some(view)) = (self.feature_settings(), self.attention_view()) else {
+            self.message(
+                "nothing to export: load a model and images, and choose attention layers",
+                true,
+            );
+            return;
+        };
+        let images = self.image_keys();
+        self.start(
+            Command::ExportAttention {
+                features,
+                images,
+                view,
+                folder,
+            },
+            JobKind::Write("attention maps"),
         );
     }
 
@@ -141,14 +164,14 @@ impl WorkbenchApp {
                     rgba.extend_from_slice(&image.pixels[y * image.width() + x].to_array());
                 }
             }
-            self.send_other(
+            self.start(
                 Command::WritePng {
                     path,
                     width: (x1 - x0) as u32,
                     height: (y1 - y0) as u32,
                     rgba,
                 },
-                "exporting the figure",
+                JobKind::Write("the figure"),
             );
         }
     }

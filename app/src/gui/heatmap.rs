@@ -2,7 +2,8 @@
 //! a feature-grid heatmap through a colormap, a PCA RGB map, or a label map, upsampled on the GPU
 //! (nearest or bilinear) over the image that egui has drawn underneath.
 //!
-//! The pipeline, the lookup table and one texture per overlay slot live in the renderer's
+//! The pipeline, the lookup table (the engine's matplotlib colormap tables and the label palette,
+//! one 256-texel row each) and one texture per overlay slot live in the renderer's
 //! `callback_resources`; a texture is uploaded again only when its data changes.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use eframe::egui;
 use eframe::egui_wgpu::{self, wgpu};
 
-use super::colormap::{lookup_table, Colormap, LUT_ROWS, LUT_WIDTH};
+use super::colormap::{lookup_table, Colormap, LUT_ROWS, LUT_WIDTH, PALETTE_ROW};
 
 /// The values of an overlay at feature resolution, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -326,7 +327,7 @@ fn uniform_bytes(data: &OverlayData, style: &OverlayStyle, srgb_target: bool) ->
         style.opacity.clamp(0.0, 1.0).to_bits(),
         u32::from(style.bilinear),
         u32::from(srgb_target),
-        0,
+        PALETTE_ROW,
         0,
         0,
     ];

@@ -2,7 +2,29 @@
 
 use std::path::{Path, PathBuf};
 
+use diffscope_engine::model::hub::{self, CachedModel};
+
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// What can be opened from a menu: the sample images and the models in the Hugging Face cache.
+#[derive(Clone, Debug, Default)]
+pub struct Library {
+    /// Where the samples were looked for; they are named relative to it.
+    pub samples_dir: PathBuf,
+    pub samples: Vec<PathBuf>,
+    /// The diffusion models of the Hugging Face cache, found where `--model org/name` looks.
+    pub hf_models: Vec<CachedModel>,
+}
+
+impl Library {
+    pub fn find(samples_dir: &Path) -> Self {
+        Self {
+            samples_dir: samples_dir.to_path_buf(),
+            samples: list(samples_dir),
+            hf_models: hub::cached_models(&hub::cache_folders()),
+        }
+    }
+}
 
 /// The images of a samples folder in SPair layout (`JPEGImages/<category>/*`), or directly in
 /// it, sorted by path.
@@ -33,31 +55,6 @@ fn read_sorted(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     paths.sort();
     paths
-}
-
-/// `models--*` folders of the Hugging Face hub cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, or
-/// `~/.cache/huggingface/hub`) that hold a diffusion UNet.
-pub fn hugging_face_models() -> Vec<PathBuf> {
-    let hub = std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-        });
-    let Some(hub) = hub else {
-        return Vec::new();
-    };
-    read_sorted(&hub)
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("models--"))
-                && read_sorted(&p.join("snapshots"))
-                    .iter()
-                    .any(|snap| snap.join("unet/config.json").is_file())
-        })
-        .collect()
 }
 
 #[cfg(test)]

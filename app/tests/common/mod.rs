@@ -18,6 +18,7 @@ use diffscope_engine::model::pipeline::{DiffusionModel, PromptSource};
 use diffscope_engine::worker::AnalysisResult;
 use diffscope_engine::FeatureMap;
 use eframe::egui;
+use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
 pub fn repo() -> PathBuf {
@@ -110,15 +111,31 @@ pub fn options(data: &Dataset) -> GuiOptions {
         session: None,
         cache_dir: None,
         measure_frames: None,
+        device: Default::default(),
+        precision: Default::default(),
+        restore: false,
     }
 }
 
 pub fn harness(options: GuiOptions) -> Harness<'static, WorkbenchApp> {
+    harness_with_storage(options, None)
+}
+
+/// The app started with `storage` as eframe's storage (what a previous run saved).
+pub fn harness_with_storage(
+    options: GuiOptions,
+    storage: Option<&'static dyn eframe::Storage>,
+) -> Harness<'static, WorkbenchApp> {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .wgpu()
-        .build_eframe(move |cc| WorkbenchApp::new(cc, options));
+        .build_eframe(move |cc| {
+            cc.storage = storage;
+            WorkbenchApp::new(cc, options)
+        });
     h.state_mut().show_frame_times = false;
+    // Tests never open a real file dialog (whether one could open depends on the machine).
+    h.state_mut().file_dialogs = false;
     assert!(
         h.state().has_gpu,
         "the wgpu test renderer gave the app no render state"
@@ -143,6 +160,7 @@ pub fn wait_for(
         let messages: Vec<&str> = h.state().messages.iter().map(|m| m.text.as_str()).collect();
         let shown = h
             .state()
+            .results
             .analysis
             .as_ref()
             .map(|r| (r.exact, format!("{:?}", r.request.view)));
@@ -161,10 +179,14 @@ pub fn wait_for_exact(
     mut accept: impl FnMut(&AnalysisResult) -> bool,
 ) -> Arc<AnalysisResult> {
     wait_for(h, "an analysis result", |app| {
-        app.analysis.as_ref().is_some_and(|r| r.exact && accept(r)) && !app.is_busy()
+        app.results
+            .analysis
+            .as_ref()
+            .is_some_and(|r| r.exact && accept(r))
+            && !app.is_busy()
     });
     h.run_steps(2);
-    h.state().analysis.clone().unwrap()
+    h.state().results.analysis.clone().unwrap()
 }
 
 pub fn screen_of(h: &Harness<'static, WorkbenchApp>, slot: usize, p: [f32; 2]) -> egui::Pos2 {
@@ -225,6 +247,7 @@ pub fn direct_match(data: &Dataset, point: [f32; 2], t: usize, tap: &str) -> Poi
             },
             prompt: PromptSource::default(),
             size: Some((32, 32)),
+            time_ids: None,
         };
         let ex = extract_image(&model, path, &settings, None, &mut |_, _| {}).unwrap();
         NormalizedMap::new(&FeatureMap::from_tensor(&ex.taps[tap]).unwrap(), "map").unwrap()
@@ -249,4 +272,14 @@ pub fn direct_match(data: &Dataset, point: [f32; 2], t: usize, tap: &str) -> Poi
 pub fn snapshot(h: &mut Harness<'static, WorkbenchApp>, name: &str) {
     h.run_steps(2);
     h.snapshot(name);
+}
+
+/// Click a control of the left panel by its label, scrolled into view first: the panel scrolls,
+/// and a click at a control below its fold would land on nothing.
+pub fn click_control(h: &mut Harness<'static, WorkbenchApp>, label: &str) {
+    h.get_by_label(label).scroll_to_me();
+    // The scroll lands two frames later (the request, then the scroll area's next layout); the
+    // accessibility tree that `get_by_label` reads one frame after that.
+    h.run_steps(5);
+    h.get_by_label(label).click();
 }

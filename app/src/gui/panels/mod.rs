@@ -1,6 +1,7 @@
 //! The panels around the central view.
 
 pub mod controls;
+pub mod drop;
 pub mod plots;
 pub mod status;
 pub mod top;

@@ -2,15 +2,14 @@
 //! variance, k-means inertia against K, and the PCK-by-t table of annotated images.
 
 use diffscope_engine::analysis::ImagePoint;
-use diffscope_engine::worker::{
-    Command, ElbowRequest, PckRequest, SweepRequest, ViewKey, ViewResult,
-};
+use diffscope_engine::worker::ViewResult;
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
 
-use crate::gui::app::WorkbenchApp;
+use crate::gui::actions::Action;
 use crate::gui::colormap::palette;
-use crate::gui::state::ViewKind;
+use crate::gui::context::PanelContext;
+use crate::gui::state::{Settings, ViewKind};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PlotTab {
@@ -26,71 +25,85 @@ const SWEEP_STEP: usize = 25;
 /// Timesteps of the PCK table.
 const PCK_STEP: usize = 100;
 
-pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
+/// The panel reads the settings and owns which tab is shown.
+pub fn show(ui: &mut egui::Ui, cx: &PanelContext, settings: &Settings, tab: &mut PlotTab) {
     egui::Panel::bottom("plots")
         .resizable(true)
         .default_size(190.0)
         .show(ui, |ui| {
             ui.horizontal(|ui| {
-                for (tab, name) in [
-                    (PlotTab::Sweep, "Similarity across t"),
-                    (PlotTab::Variance, "PCA explained variance"),
-                    (PlotTab::Inertia, "Inertia vs K"),
-                    (PlotTab::Pck, "PCK by t"),
+                for (choice, name, what) in [
+                    (
+                        PlotTab::Sweep,
+                        "Similarity across t",
+                        "the active point's best-match similarity at each t",
+                    ),
+                    (
+                        PlotTab::Variance,
+                        "PCA explained variance",
+                        "the share of variance (%) each principal component explains",
+                    ),
+                    (
+                        PlotTab::Inertia,
+                        "Inertia vs K",
+                        "k-means inertia against the number of clusters K (the elbow)",
+                    ),
+                    (
+                        PlotTab::Pck,
+                        "PCK by t",
+                        "keypoint matching accuracy (PCK@0.1, %) of the annotated images per t and block",
+                    ),
                 ] {
-                    ui.selectable_value(&mut app.plot_tab, tab, name);
+                    ui.selectable_value(&mut *tab, choice, name)
+                        .on_hover_text(what);
                 }
             });
             ui.separator();
-            match app.plot_tab {
-                PlotTab::Sweep => sweep(app, ui),
-                PlotTab::Variance => variance(app, ui),
-                PlotTab::Inertia => inertia(app, ui),
-                PlotTab::Pck => pck(app, ui),
+            match *tab {
+                PlotTab::Sweep => sweep(ui, cx, settings),
+                PlotTab::Variance => variance(ui, cx),
+                PlotTab::Inertia => inertia(ui, cx, settings),
+                PlotTab::Pck => pck(ui, cx),
             }
         });
 }
 
-fn timesteps(app: &WorkbenchApp, step: usize) -> Vec<usize> {
-    let n = app.model.as_ref().map_or(1000, |m| m.alpha_bar.len());
+fn timesteps(cx: &PanelContext, step: usize) -> Vec<usize> {
+    let n = cx.model.map_or(1000, |m| m.alpha_bar.len());
     (0..n).step_by(step).collect()
 }
 
-fn sweep(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
+fn sweep(ui: &mut egui::Ui, cx: &PanelContext, settings: &Settings) {
     ui.horizontal(|ui| {
-        let point = app.settings.points.get(app.settings.active_point).copied();
-        let ready = point.is_some() && app.slots.len() >= 2;
+        let point = settings.points.get(settings.active_point).copied();
+        let ready = point.is_some() && cx.slots.len() >= 2;
         if ui
             .add_enabled(ready, egui::Button::new("Run t sweep"))
             .on_hover_text("similarity of the active point's best match at t = 0, 25, …, computed in the background (the features are cached, so scrubbing t afterwards is instant)")
             .clicked()
         {
-            if let (Some(features), Some(p)) = (app.feature_settings(), point) {
-                let request = SweepRequest {
-                    features,
-                    images: app.image_keys(),
+            if let Some(p) = point {
+                cx.send(Action::RunSweep {
                     point: ImagePoint::new(p[0], p[1]),
-                    ts: timesteps(app, SWEEP_STEP),
-                };
-                let job = app.engine.send(Command::Sweep(request));
-                app.track(ViewKey::Sweep, job);
+                    ts: timesteps(cx, SWEEP_STEP),
+                });
             }
         }
         if !ready {
             ui.label("click a point on the source, with at least one target");
         }
-        if let Some(s) = &app.sweep {
-            let current = app.settings.points.get(app.settings.active_point);
+        if let Some(s) = &cx.results.sweep {
+            let current = settings.points.get(settings.active_point);
             let p = s.request.point;
             if current.is_none_or(|c| (c[0], c[1]) != (p.x, p.y)) {
                 ui.label(format!("(for the point at {:.1}, {:.1})", p.x, p.y));
             }
         }
     });
-    let Some(s) = app.sweep.clone() else {
+    let Some(s) = &cx.results.sweep else {
         return;
     };
-    let t_now = app.settings.features.t as f64;
+    let t_now = settings.features.t as f64;
     Plot::new("sweep")
         .legend(Legend::default())
         .x_axis_label("t")
@@ -132,11 +145,11 @@ fn sweep(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         });
 }
 
-fn variance(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
+fn variance(ui: &mut egui::Ui, cx: &PanelContext) {
     let Some(ViewResult::Pca {
         explained_variance_ratio,
         ..
-    }) = app.analysis.as_ref().map(|r| &r.view)
+    }) = cx.results.analysis.as_ref().map(|r| &r.view)
     else {
         ui.label("Switch the view to PCA to see how much variance each component explains.");
         return;
@@ -171,35 +184,31 @@ fn variance(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         });
 }
 
-fn inertia(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
+fn inertia(ui: &mut egui::Ui, cx: &PanelContext, settings: &Settings) {
     ui.horizontal(|ui| {
-        let ready = !app.slots.is_empty() && app.model.is_some();
+        let ready = !cx.slots.is_empty() && cx.model.is_some();
         if ui
             .add_enabled(ready, egui::Button::new("Compute inertia for K = 2…12"))
+            .on_hover_text("run k-means for K = 2 to 12 on the current features, in the background")
+            .on_disabled_hover_text("load a model and add an image first")
             .clicked()
         {
-            if let Some(features) = app.feature_settings() {
-                let request = ElbowRequest {
-                    features,
-                    images: app.image_keys(),
-                    joint: app.settings.segment.joint,
-                    ks: (2..=12).collect(),
-                };
-                let job = app.engine.send(Command::Elbow(request));
-                app.track(ViewKey::Elbow, job);
-            }
+            cx.send(Action::ComputeInertia {
+                joint: settings.segment.joint,
+                ks: (2..=12).collect(),
+            });
         }
-        ui.label(if app.settings.segment.joint {
+        ui.label(if settings.segment.joint {
             "k-means on all images jointly"
         } else {
             "sum over images clustered alone"
         });
     });
-    let Some(e) = app.elbow.clone() else {
+    let Some(e) = &cx.results.elbow else {
         return;
     };
-    let k_now = app.settings.segment.k as f64;
-    let show_k = app.settings.view == ViewKind::Segmentation;
+    let k_now = settings.segment.k as f64;
+    let show_k = settings.view == ViewKind::Segmentation;
     Plot::new("inertia")
         .x_axis_label("K")
         .y_axis_label("inertia")
@@ -214,14 +223,14 @@ fn inertia(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         });
 }
 
-fn pck(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
-    let annotated: Vec<u64> = app
+fn pck(ui: &mut egui::Ui, cx: &PanelContext) {
+    let annotated: Vec<u64> = cx
         .slots
         .iter()
         .filter(|s| s.image.keypoints.is_some())
         .map(|s| s.image.key)
         .collect();
-    let source_annotated = app
+    let source_annotated = cx
         .slots
         .first()
         .is_some_and(|s| s.image.keypoints.is_some());
@@ -229,9 +238,11 @@ fn pck(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         let ready = source_annotated && annotated.len() >= 2;
         if ui
             .add_enabled(ready, egui::Button::new("Compute PCK@0.1 by t and block"))
+            .on_hover_text("match the source's keypoints in the annotated targets at t = 0, 100, … for every block, in the background")
+            .on_disabled_hover_text("needs an annotated source and at least one annotated target")
             .clicked()
         {
-            if let (Some(features), Some(model)) = (app.feature_settings(), &app.model) {
+            if let Some(model) = cx.model {
                 let taps: Vec<String> = model
                     .summary
                     .taps
@@ -239,22 +250,19 @@ fn pck(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
                     .filter(|t| t.block_level)
                     .map(|t| t.name.clone())
                     .collect();
-                let request = PckRequest {
-                    features,
+                cx.send(Action::ComputePck {
                     images: annotated.clone(),
-                    ts: timesteps(app, PCK_STEP),
                     taps,
+                    ts: timesteps(cx, PCK_STEP),
                     alpha: 0.1,
-                };
-                let job = app.engine.send(Command::Pck(request));
-                app.track(ViewKey::Pck, job);
+                });
             }
         }
         if !ready {
             ui.label("needs an annotated source and at least one annotated target (e.g. the bundled samples)");
         }
     });
-    let Some(table) = app.pck.clone() else {
+    let Some(table) = &cx.results.pck else {
         return;
     };
     ui.label(format!(

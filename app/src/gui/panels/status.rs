@@ -1,9 +1,15 @@
 //! The status bar: progress of long jobs with their cancel buttons, messages, and frame time.
 
+use std::time::Duration;
+
 use diffscope_engine::worker::ViewKey;
 use eframe::egui::{self, Color32};
 
-use crate::gui::app::{WorkbenchApp, SHOW_PROGRESS_AFTER};
+use crate::gui::actions::Action;
+use crate::gui::context::PanelContext;
+
+/// Progress is shown for jobs that have run this long.
+pub const SHOW_PROGRESS_AFTER: Duration = Duration::from_millis(500);
 
 fn view_name(view: ViewKey) -> &'static str {
     match view {
@@ -12,60 +18,58 @@ fn view_name(view: ViewKey) -> &'static str {
         ViewKey::Sweep => "t sweep",
         ViewKey::Elbow => "inertia vs K",
         ViewKey::Pck => "PCK",
+        ViewKey::FusionModel => "second source",
     }
 }
 
-pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
+pub fn show(ui: &mut egui::Ui, cx: &PanelContext) {
     egui::Panel::bottom("status").show(ui, |ui| {
-        let mut dismiss = None;
-        for (i, m) in app.messages.iter().enumerate() {
+        for (i, m) in cx.messages.iter().enumerate() {
             ui.horizontal(|ui| {
                 let colour = if m.error {
                     Color32::from_rgb(230, 90, 80)
                 } else {
                     ui.visuals().text_color()
                 };
-                if ui.small_button("x").on_hover_text("dismiss").clicked() {
-                    dismiss = Some(i);
+                if ui
+                    .small_button("x")
+                    .on_hover_text("dismiss this message")
+                    .clicked()
+                {
+                    cx.send(Action::DismissMessage(i));
                 }
                 ui.label(egui::RichText::new(&m.text).color(colour));
             });
         }
-        if let Some(i) = dismiss {
-            app.messages.remove(i);
-        }
         ui.horizontal(|ui| {
-            let mut cancel = None;
-            let mut views: Vec<ViewKey> = app.running.keys().copied().collect();
-            views.sort_by_key(|v| view_name(*v));
-            for view in views {
-                let Some(r) = app.running.get(&view) else {
-                    continue;
-                };
-                if r.sent.elapsed() < SHOW_PROGRESS_AFTER {
+            let mut views: Vec<_> = cx.jobs.views().collect();
+            views.sort_by_key(|(view, _)| view_name(*view));
+            for (view, job) in views {
+                if job.sent.elapsed() < SHOW_PROGRESS_AFTER {
                     continue;
                 }
-                let (fraction, text) = r.progress.clone().unwrap_or((0.0, "waiting".into()));
+                let (fraction, text) = job.progress.clone().unwrap_or((0.0, "waiting".into()));
                 ui.add(
                     egui::ProgressBar::new(fraction)
                         .desired_width(160.0)
                         .text(format!("{}: {:.0}%", view_name(view), 100.0 * fraction)),
                 )
                 .on_hover_text(text);
-                if ui.small_button("Cancel").clicked() {
-                    cancel = Some(view);
+                if ui
+                    .small_button("Cancel")
+                    .on_hover_text("stop this job (Escape stops every running job)")
+                    .clicked()
+                {
+                    cx.send(Action::Cancel(view));
                 }
-            }
-            if let Some(view) = cancel {
-                app.cancel(view);
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if !app.show_frame_times {
+                let Some(frame_times) = cx.frame_times else {
                     return;
-                }
+                };
                 if let (Some(p50), Some(p99)) = (
-                    app.frame_times.recent_quantile(0.5),
-                    app.frame_times.recent_quantile(0.99),
+                    frame_times.recent_quantile(0.5),
+                    frame_times.recent_quantile(0.99),
                 ) {
                     ui.label(
                         egui::RichText::new(format!(

@@ -1,39 +1,28 @@
 //! The block picker, drawn as the U-Net itself: the down blocks going down on the left, the mid
 //! block at the bottom, the up blocks coming back up on the right, skip connections between them.
-//! Each block shows its channels and feature resolution; the resnets, attentions and
-//! down/upsamplers of the chosen block are listed under it.
+//! Each block shows its channels, feature resolution and transformer depth (SDXL stacks up to 10
+//! transformer blocks per attention); the resnets, attentions and down/upsamplers of the chosen
+//! block are listed under it. A vision transformer (DINOv2) is a list of its layers. The
+//! attention view picks its attention layers on the same drawing.
 
-use diffscope_engine::model::taps::TapInfo;
+use diffscope_engine::model::attention_probs::AttentionInfo;
+use diffscope_engine::model::pipeline::ModelFamily;
+use diffscope_engine::model::taps::{block_of, TapInfo};
 use eframe::egui::{self, Color32, Rect, Stroke, Vec2};
 
-use crate::gui::app::WorkbenchApp;
+use crate::gui::context::PanelContext;
+use crate::gui::state::{AttentionChoice, FeatureChoice, ALL_BLOCKS};
 
 const ROW: f32 = 34.0;
 const GAP: f32 = 6.0;
 
-/// The block a tap belongs to: `up_blocks.1.resnets.2` -> `up_blocks.1`.
-pub fn block_of(tap: &str) -> &str {
-    let mut parts = tap.splitn(3, '.');
-    match (parts.next(), parts.next()) {
-        (Some(kind @ ("down_blocks" | "up_blocks")), Some(_)) => {
-            let end = kind.len()
-                + 1
-                + tap[kind.len() + 1..]
-                    .find('.')
-                    .unwrap_or(tap.len() - kind.len() - 1);
-            &tap[..end]
-        }
-        (Some("mid_block"), _) => "mid_block",
-        _ => tap,
-    }
-}
-
-/// Feature resolution of a tap for an input of `side` pixels.
-fn resolution(app: &WorkbenchApp, tap: &TapInfo) -> Option<String> {
-    let model = app.model.as_ref()?;
-    let (w, h) = match app.feature_settings()?.size {
+/// Feature resolution of a tap for the input size chosen (the source's own size when each image
+/// keeps its own).
+fn resolution(cx: &PanelContext, features: &FeatureChoice, tap: &TapInfo) -> Option<String> {
+    let model = cx.model?;
+    let (w, h) = match features.for_model(model, None).size {
         Some(size) => size,
-        None => app.slots.first().map(|s| s.image.rgb.dimensions())?,
+        None => cx.slots.first().map(|s| s.image.rgb.dimensions())?,
     };
     let stride = (model.summary.input_stride * tap.stride) as u32;
     Some(format!("{}×{}", w / stride.max(1), h / stride.max(1)))
@@ -45,20 +34,175 @@ fn short_name(tap: &str) -> String {
         .replace("mid_block", "mid")
 }
 
-fn label(app: &WorkbenchApp, tap: &TapInfo) -> String {
+/// The transformer depths inside a block, e.g. `tf ×10` or `tf ×2/1` (SSD-1B's per layer).
+fn depths(taps: &[TapInfo], block: &str) -> Option<String> {
+    let mut found: Vec<usize> = taps
+        .iter()
+        .filter(|t| block_of(&t.name) == block)
+        .filter_map(|t| t.transformer_depth)
+        .collect();
+    if found.is_empty() {
+        return None;
+    }
+    let all_same = found.iter().all(|&d| d == found[0]);
+    if all_same {
+        found.truncate(1);
+    }
+    let list: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    Some(format!("tf ×{}", list.join("/")))
+}
+
+fn label(cx: &PanelContext, features: &FeatureChoice, taps: &[TapInfo], tap: &TapInfo) -> String {
+    let depth = depths(taps, &tap.name)
+        .map(|d| format!(" · {d}"))
+        .unwrap_or_default();
     format!(
-        "{}\n{} ch · {}",
+        "{}\n{} ch · {}{depth}",
         short_name(&tap.name),
         tap.channels,
-        resolution(app, tap).unwrap_or_default()
+        resolution(cx, features, tap).unwrap_or_default()
     )
 }
 
-pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
-    let Some(model) = app.model.clone() else {
+/// A vision transformer's layers as a list: every tap has the same grid.
+fn layer_list(ui: &mut egui::Ui, cx: &PanelContext, features: &mut FeatureChoice) {
+    let Some(model) = cx.model else { return };
+    ui.label("Layers (patch tokens as a map):");
+    for tap in &model.summary.taps {
+        let text = format!(
+            "{} · {} ch · {}",
+            tap.name,
+            tap.channels,
+            resolution(cx, features, tap).unwrap_or_default()
+        );
+        if ui
+            .selectable_label(features.tap == tap.name, text)
+            .on_hover_text(format!("tap `{}`", tap.name))
+            .clicked()
+        {
+            features.tap = tap.name.clone();
+        }
+    }
+}
+
+/// Picks the tap: edits `features.tap`.
+pub fn show(ui: &mut egui::Ui, cx: &PanelContext, features: &mut FeatureChoice) {
+    let Some(model) = cx.model else {
         ui.label("(load a model to pick a block)");
         return;
     };
+    if model.summary.family == ModelFamily::VisionTransformer {
+        layer_list(ui, cx, features);
+        return;
+    }
+    let taps = &model.summary.taps;
+    let selected_block = block_of(&features.tap).to_string();
+    if let Some(name) = block_grid(ui, cx, features, &selected_block, &|_| true) {
+        features.tap = name;
+    }
+    // The modules inside the chosen block.
+    let inner: Vec<&TapInfo> = taps
+        .iter()
+        .filter(|t| {
+            !t.block_level && block_of(&t.name) == selected_block && t.name != selected_block
+        })
+        .collect();
+    if !inner.is_empty() {
+        ui.label(format!("Inside {selected_block}:"));
+        ui.horizontal_wrapped(|ui| {
+            let mut whole = features.tap == selected_block;
+            if ui
+                .toggle_value(&mut whole, "whole block")
+                .on_hover_text(format!("the output of {selected_block} itself"))
+                .clicked()
+            {
+                features.tap = selected_block.clone();
+            }
+            for tap in inner {
+                let depth = tap
+                    .transformer_depth
+                    .map(|d| format!(" ×{d}"))
+                    .unwrap_or_default();
+                let name = format!("{}{depth}", &tap.name[selected_block.len() + 1..]);
+                let selected = features.tap == tap.name;
+                if ui
+                    .selectable_label(selected, name)
+                    .on_hover_text(format!(
+                        "`{}`: {} ch · {}",
+                        tap.name,
+                        tap.channels,
+                        resolution(cx, features, tap).unwrap_or_default()
+                    ))
+                    .clicked()
+                {
+                    features.tap = tap.name.clone();
+                }
+            }
+        });
+    }
+}
+
+/// Picks the attention layers of the attention view: a block (those without attention of the
+/// chosen kind are dimmed) or all, then all its layers or one.
+pub fn show_attention(
+    ui: &mut egui::Ui,
+    cx: &PanelContext,
+    features: &FeatureChoice,
+    choice: &mut AttentionChoice,
+) {
+    let Some(model) = cx.model else {
+        ui.label("(load a model to pick attention layers)");
+        return;
+    };
+    let kind = choice.mode_for(model).kind();
+    let modules: Vec<&AttentionInfo> = (model.summary.attention.iter())
+        .filter(|a| a.kind == kind)
+        .collect();
+    let holds = |tap: &TapInfo| modules.iter().any(|a| block_of(&a.name) == tap.name);
+    if let Some(block) = block_grid(ui, cx, features, &choice.block, &holds) {
+        choice.block = block;
+        choice.layer = None;
+    }
+    ui.horizontal_wrapped(|ui| {
+        let mut all = choice.block == ALL_BLOCKS;
+        if ui.toggle_value(&mut all, "all blocks").clicked() {
+            choice.block = ALL_BLOCKS.into();
+            choice.layer = None;
+        }
+        if choice.block == ALL_BLOCKS {
+            return;
+        }
+        let inside: Vec<&&AttentionInfo> = (modules.iter())
+            .filter(|a| block_of(&a.name) == choice.block)
+            .collect();
+        let mut whole = choice.layer.is_none();
+        if ui.toggle_value(&mut whole, "all its layers").clicked() {
+            choice.layer = None;
+        }
+        for a in inside {
+            let short = a.name[choice.block.len() + 1..].replace("transformer_blocks.", "tb");
+            let selected = choice.layer.as_ref() == Some(&a.name);
+            if ui
+                .selectable_label(selected, short)
+                .on_hover_text(format!("`{}`: {} heads", a.name, a.heads))
+                .clicked()
+            {
+                choice.layer = Some(a.name.clone());
+            }
+        }
+    });
+}
+
+/// The U-Net's blocks as buttons; `usable` blocks can be picked, the others are dimmed. Returns
+/// the block clicked.
+fn block_grid(
+    ui: &mut egui::Ui,
+    cx: &PanelContext,
+    features: &FeatureChoice,
+    selected_block: &str,
+    usable: &dyn Fn(&TapInfo) -> bool,
+) -> Option<String> {
+    let model = cx.model?;
     let taps = &model.summary.taps;
     let block = |name: &str| taps.iter().find(|t| t.name == name);
     let downs: Vec<&TapInfo> = taps
@@ -85,14 +229,22 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         )
     };
     let right = |row: usize| left(row).translate(Vec2::new(column + 3.0 * GAP, 0.0));
-    let selected_block = block_of(&app.settings.features.tap).to_string();
     let mut clicked: Option<String> = None;
     let mut place = |ui: &mut egui::Ui, rect: Rect, tap: &TapInfo| {
         let selected = selected_block == tap.name;
+        let usable = usable(tap);
+        let text = egui::RichText::new(label(cx, features, taps, tap));
+        let text = if usable { text } else { text.weak() };
         if ui
-            .put(rect, egui::Button::new(label(app, tap)).selected(selected))
-            .on_hover_text(format!("tap `{}`", tap.name))
+            .put(rect, egui::Button::new(text).selected(selected))
+            .on_hover_text(format!(
+                "`{}` ({} channels at {}); arrow keys up and down step through the blocks",
+                tap.name,
+                tap.channels,
+                resolution(cx, features, tap).unwrap_or_default()
+            ))
             .clicked()
+            && usable
         {
             clicked = Some(tap.name.clone());
         }
@@ -125,53 +277,5 @@ pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
         place(ui, right(0), tap);
     }
     ui.advance_cursor_after_rect(area);
-    if let Some(name) = clicked {
-        app.settings.features.tap = name;
-    }
-    // The modules inside the chosen block.
-    let inner: Vec<&TapInfo> = taps
-        .iter()
-        .filter(|t| {
-            !t.block_level && block_of(&t.name) == selected_block && t.name != selected_block
-        })
-        .collect();
-    if !inner.is_empty() {
-        ui.label(format!("Inside {selected_block}:"));
-        ui.horizontal_wrapped(|ui| {
-            let mut whole = app.settings.features.tap == selected_block;
-            if ui.toggle_value(&mut whole, "whole block").clicked() {
-                app.settings.features.tap = selected_block.clone();
-            }
-            for tap in inner {
-                let name = tap.name[selected_block.len() + 1..].to_string();
-                let selected = app.settings.features.tap == tap.name;
-                if ui
-                    .selectable_label(selected, name)
-                    .on_hover_text(format!(
-                        "`{}`: {} ch · {}",
-                        tap.name,
-                        tap.channels,
-                        resolution(app, tap).unwrap_or_default()
-                    ))
-                    .clicked()
-                {
-                    app.settings.features.tap = tap.name.clone();
-                }
-            }
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::block_of;
-
-    #[test]
-    fn blocks_of_taps() {
-        assert_eq!(block_of("up_blocks.1.resnets.2"), "up_blocks.1");
-        assert_eq!(block_of("up_blocks.1"), "up_blocks.1");
-        assert_eq!(block_of("down_blocks.0.downsamplers.0"), "down_blocks.0");
-        assert_eq!(block_of("mid_block.attentions.0"), "mid_block");
-        assert_eq!(block_of("conv_in"), "conv_in");
-    }
+    clicked
 }

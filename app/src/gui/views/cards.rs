@@ -3,11 +3,11 @@
 use diffscope_engine::worker::ViewResult;
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
-use super::result_matches_view;
-use crate::gui::app::WorkbenchApp;
+use super::{result_matches_view, OverlayCache};
 use crate::gui::colormap::palette;
+use crate::gui::context::{PanelContext, Slot};
 use crate::gui::heatmap::{OverlayCallback, OverlayStyle};
-use crate::gui::state::ViewKind;
+use crate::gui::state::{AttentionMode, Settings, ViewKind};
 
 /// Space under the cards for the colorbar and the caption.
 const LEGEND_HEIGHT: f32 = 64.0;
@@ -31,34 +31,36 @@ pub fn to_image(rect: Rect, size: [u32; 2], pos: Pos2) -> [f32; 2] {
     ]
 }
 
-pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
-    let n = app.slots.len();
+/// Draw the cards; returns where each slot's image was drawn.
+pub fn show(
+    ui: &mut egui::Ui,
+    cx: &PanelContext,
+    settings: &mut Settings,
+    overlays: &OverlayCache,
+) -> Vec<Rect> {
+    let n = cx.slots.len();
     let available = ui.available_size() - Vec2::new(0.0, LEGEND_HEIGHT);
-    let sizes: Vec<Vec2> = app
+    let sizes: Vec<Vec2> = cx
         .slots
         .iter()
         .map(|s| Vec2::new(s.image.rgb.width() as f32, s.image.rgb.height() as f32))
         .collect();
     let (columns, card) = best_grid(available, &sizes);
     let origin = ui.cursor().min;
-    app.image_rects.clear();
+    let mut image_rects = Vec::with_capacity(n);
     for i in 0..n {
         let cell = Rect::from_min_size(
             origin + Vec2::new((i % columns) as f32 * card.x, (i / columns) as f32 * card.y),
             card,
         );
-        let image_rect = show_card(app, ui, i, cell.shrink(4.0));
-        app.image_rects.push(image_rect);
+        image_rects.push(show_card(ui, cx, settings, overlays, i, cell.shrink(4.0)));
     }
-    let bottom = app
-        .image_rects
-        .iter()
-        .map(|r| r.max.y)
-        .fold(origin.y, f32::max);
+    let bottom = image_rects.iter().map(|r| r.max.y).fold(origin.y, f32::max);
     ui.allocate_rect(
         Rect::from_min_max(origin, egui::pos2(origin.x + available.x, bottom + 6.0)),
         Sense::hover(),
     );
+    image_rects
 }
 
 /// The number of columns that shows the images largest, and the card size.
@@ -82,8 +84,15 @@ fn best_grid(available: Vec2, sizes: &[Vec2]) -> (usize, Vec2) {
         .map_or((1, available), |(c, card, _)| (c, card))
 }
 
-fn show_card(app: &mut WorkbenchApp, ui: &mut egui::Ui, index: usize, cell: Rect) -> Rect {
-    let slot = &app.slots[index];
+fn show_card(
+    ui: &mut egui::Ui,
+    cx: &PanelContext,
+    settings: &mut Settings,
+    overlays: &OverlayCache,
+    index: usize,
+    cell: Rect,
+) -> Rect {
+    let slot = &cx.slots[index];
     let (w, h) = slot.image.rgb.dimensions();
     let size = [w, h];
     let role = if index == 0 {
@@ -91,7 +100,7 @@ fn show_card(app: &mut WorkbenchApp, ui: &mut egui::Ui, index: usize, cell: Rect
     } else {
         format!("target {index}")
     };
-    let grid = app.analysis.as_ref().and_then(|r| {
+    let grid = cx.results.analysis.as_ref().and_then(|r| {
         let j = r.request.images.iter().position(|k| *k == slot.image.key)?;
         r.grids
             .get(j)
@@ -120,13 +129,13 @@ fn show_card(app: &mut WorkbenchApp, ui: &mut egui::Ui, index: usize, cell: Rect
         Color32::WHITE,
     );
     let key = slot.image.key;
-    if let Some(data) = app.overlays.by_image.get(&key).cloned() {
-        let o = &app.settings.overlay;
-        if o.opacity > 0.0 && app.has_gpu {
+    if let Some(data) = overlays.by_image.get(&key).cloned() {
+        let o = &settings.overlay;
+        if o.opacity > 0.0 && cx.has_gpu {
             let (lo, hi) = o
                 .range
                 .map(|r| (r[0], r[1]))
-                .or(app.overlays.value_range)
+                .or(overlays.value_range)
                 .unwrap_or((0.0, 1.0));
             OverlayCallback {
                 slot: index,
@@ -142,22 +151,38 @@ fn show_card(app: &mut WorkbenchApp, ui: &mut egui::Ui, index: usize, cell: Rect
             .paint(&painter, image_rect);
         }
     }
-    if app.settings.show_keypoints {
-        draw_keypoints(app, &painter, index, image_rect);
+    if settings.show_keypoints {
+        draw_keypoints(slot, &painter, image_rect);
     }
-    if app.settings.view == ViewKind::Correspondence {
+    let self_attention = cx
+        .model
+        .is_some_and(|m| settings.attention.mode_for(m) == AttentionMode::SelfAttention);
+    if settings.view == ViewKind::Attention && self_attention {
+        handle_attention_click(settings, ui, image_rect, size, index);
+        if let Some((slot, p)) = settings.attention.point {
+            if slot == index {
+                marker(
+                    &painter,
+                    to_screen(image_rect, size, p),
+                    palette(0),
+                    true,
+                    true,
+                );
+            }
+        }
+    }
+    if settings.view == ViewKind::Correspondence {
         if index == 0 {
-            handle_clicks(app, ui, image_rect, size);
-            draw_points(app, &painter, image_rect, size);
+            handle_clicks(settings, ui, image_rect, size);
+            draw_points(settings, &painter, image_rect, size);
         } else {
-            draw_matches(app, &painter, index, image_rect, size);
+            draw_matches(cx, settings, &painter, index, image_rect, size);
         }
     }
     image_rect
 }
 
-fn draw_keypoints(app: &WorkbenchApp, painter: &egui::Painter, index: usize, rect: Rect) {
-    let slot = &app.slots[index];
+fn draw_keypoints(slot: &Slot, painter: &egui::Painter, rect: Rect) {
     let Some(kps) = &slot.image.keypoints else {
         return;
     };
@@ -186,7 +211,7 @@ fn draw_keypoints(app: &WorkbenchApp, painter: &egui::Painter, index: usize, rec
     }
 }
 
-fn handle_clicks(app: &mut WorkbenchApp, ui: &mut egui::Ui, rect: Rect, size: [u32; 2]) {
+fn handle_clicks(s: &mut Settings, ui: &mut egui::Ui, rect: Rect, size: [u32; 2]) {
     let response = ui.interact(
         rect,
         ui.scope_id().with("source-image"),
@@ -199,13 +224,33 @@ fn handle_clicks(app: &mut WorkbenchApp, ui: &mut egui::Ui, rect: Rect, size: [u
         return;
     }
     let point = to_image(rect, size, pos);
-    let s = &mut app.settings;
     let pin_new = response.clicked() && ui.input(|i| i.modifiers.shift);
     if s.points.is_empty() || pin_new {
         s.points.push(point);
         s.active_point = s.points.len() - 1;
     } else if let Some(p) = s.points.get_mut(s.active_point) {
         *p = point;
+    }
+}
+
+/// A click or drag on any image moves the self-attention point there.
+fn handle_attention_click(
+    s: &mut Settings,
+    ui: &mut egui::Ui,
+    rect: Rect,
+    size: [u32; 2],
+    index: usize,
+) {
+    let response = ui.interact(
+        rect,
+        ui.scope_id().with(("attention-image", index)),
+        Sense::click_and_drag(),
+    );
+    if let (Some(pos), true) = (
+        response.interact_pointer_pos(),
+        response.clicked() || response.dragged(),
+    ) {
+        s.attention.point = Some((index, to_image(rect, size, pos)));
     }
 }
 
@@ -233,16 +278,10 @@ fn marker(painter: &egui::Painter, pos: Pos2, colour: Color32, filled: bool, act
     );
 }
 
-fn draw_points(app: &WorkbenchApp, painter: &egui::Painter, rect: Rect, size: [u32; 2]) {
-    for (i, p) in app.settings.points.iter().enumerate() {
+fn draw_points(settings: &Settings, painter: &egui::Painter, rect: Rect, size: [u32; 2]) {
+    for (i, p) in settings.points.iter().enumerate() {
         let pos = to_screen(rect, size, *p);
-        marker(
-            painter,
-            pos,
-            palette(i),
-            true,
-            i == app.settings.active_point,
-        );
+        marker(painter, pos, palette(i), true, i == settings.active_point);
         painter.text(
             pos + Vec2::new(8.0, -8.0),
             egui::Align2::LEFT_BOTTOM,
@@ -254,13 +293,14 @@ fn draw_points(app: &WorkbenchApp, painter: &egui::Painter, rect: Rect, size: [u
 }
 
 fn draw_matches(
-    app: &WorkbenchApp,
+    cx: &PanelContext,
+    settings: &Settings,
     painter: &egui::Painter,
     index: usize,
     rect: Rect,
     size: [u32; 2],
 ) {
-    let Some(result) = &app.analysis else {
+    let Some(result) = &cx.results.analysis else {
         return;
     };
     if !result_matches_view(result, ViewKind::Correspondence) {
@@ -269,7 +309,7 @@ fn draw_matches(
     let ViewResult::Correspond { matches } = &result.view else {
         return;
     };
-    let key = app.slots[index].image.key;
+    let key = cx.slots[index].image.key;
     let Some(j) = result.request.images.iter().position(|k| *k == key) else {
         return;
     };
@@ -286,7 +326,7 @@ fn draw_matches(
         })
         .collect();
     for &(p, m, pos) in &placed {
-        let active = p == app.settings.active_point;
+        let active = p == settings.active_point;
         // Filled: mutual nearest neighbours; ring only: not mutual.
         marker(painter, pos, palette(p), m.mutual, active);
         if active {

@@ -1,20 +1,34 @@
 //! Under the images: the colorbar (correspondence), the colour key (PCA), or the segment legend,
 //! and a caption of every setting, so an exported figure says what it shows.
 
-use diffscope_engine::worker::ViewResult;
+use diffscope_engine::model::taps::block_of;
+use diffscope_engine::worker::{ViewRequest, ViewResult};
 use eframe::egui::{self, Color32, Rect, Sense, Vec2};
 
-use super::result_matches_view;
-use crate::gui::app::WorkbenchApp;
+use super::{result_matches_view, OverlayCache};
 use crate::gui::colormap::{colour_at, palette};
+use crate::gui::context::PanelContext;
+use crate::gui::state::{Settings, ViewKind};
 
-pub fn show(app: &WorkbenchApp, ui: &mut egui::Ui) {
-    let result = app
+pub fn show(ui: &mut egui::Ui, cx: &PanelContext, settings: &Settings, overlays: &OverlayCache) {
+    let result = cx
+        .results
         .analysis
         .as_ref()
-        .filter(|r| result_matches_view(r, app.settings.view));
+        .filter(|r| result_matches_view(r, settings.view));
     ui.horizontal(|ui| match result.map(|r| &r.view) {
-        Some(ViewResult::Correspond { .. }) => colorbar(app, ui),
+        Some(ViewResult::Correspond { .. }) => colorbar(
+            ui,
+            settings,
+            overlays,
+            "cosine similarity of the active point",
+        ),
+        Some(ViewResult::Attention { .. }) => colorbar(
+            ui,
+            settings,
+            overlays,
+            "attention, min-max normalised (DAAM)",
+        ),
         Some(ViewResult::Pca {
             explained_variance_ratio,
             ..
@@ -42,15 +56,16 @@ pub fn show(app: &WorkbenchApp, ui: &mut egui::Ui) {
             ui.label("");
         }
     });
-    ui.label(egui::RichText::new(caption(app)).small());
+    ui.label(egui::RichText::new(caption(cx, settings.view)).small());
 }
 
-fn colorbar(app: &WorkbenchApp, ui: &mut egui::Ui) {
-    let o = &app.settings.overlay;
+/// The colormap from the low to the high end of the range shown, and what the values are.
+fn colorbar(ui: &mut egui::Ui, settings: &Settings, overlays: &OverlayCache, values: &str) {
+    let o = &settings.overlay;
     let (lo, hi) = o
         .range
         .map(|r| (r[0], r[1]))
-        .or(app.overlays.value_range)
+        .or(overlays.value_range)
         .unwrap_or((0.0, 1.0));
     ui.label(format!("{lo:.3}"));
     let (rect, _) = ui.allocate_exact_size(Vec2::new(220.0, 14.0), Sense::hover());
@@ -72,7 +87,7 @@ fn colorbar(app: &WorkbenchApp, ui: &mut egui::Ui) {
     );
     ui.label(format!("{hi:.3}"));
     ui.label(format!(
-        "cosine similarity of the active point ({}, {})",
+        "{values} ({}, {})",
         o.colormap.name(),
         if o.range.is_some() {
             "fixed range"
@@ -83,14 +98,15 @@ fn colorbar(app: &WorkbenchApp, ui: &mut egui::Ui) {
 }
 
 /// One line with every setting that determines the picture.
-pub fn caption(app: &WorkbenchApp) -> String {
-    let Some(model) = &app.model else {
+pub fn caption(cx: &PanelContext, view: ViewKind) -> String {
+    let Some(model) = cx.model else {
         return "no model loaded".into();
     };
-    let Some(result) = app
+    let Some(result) = cx
+        .results
         .analysis
         .as_ref()
-        .filter(|r| result_matches_view(r, app.settings.view))
+        .filter(|r| result_matches_view(r, view))
     else {
         return format!("{}: computing…", model.summary.name);
     };
@@ -108,21 +124,41 @@ pub fn caption(app: &WorkbenchApp) -> String {
     } else {
         String::new()
     };
+    // What was done comes from the engine's recipe; the markers are the workbench's own.
     let view = match &result.view {
-        ViewResult::Correspond { .. } => {
-            "cosine similarity at feature resolution, bilinear sample at the click, match = argmax + 3x3 soft-argmax; filled marker = mutual nearest neighbour".to_string()
+        ViewResult::Correspond { .. } => format!(
+            "{}; filled marker = mutual nearest neighbour",
+            result.view.description()
+        ),
+        other => other.description().into_owned(),
+    };
+    // The attention view reads attention layers, not the features' tap.
+    let (shown, wanted) = match &result.request.view {
+        ViewRequest::Attention(a) => {
+            let layers = attention_layers(&a.modules);
+            (layers.clone(), layers)
         }
-        ViewResult::Pca { description, .. } | ViewResult::Segments { description, .. } => {
-            description.clone()
-        }
+        _ => (result.shown_tap.clone(), f.tap.clone()),
     };
     let stale = if result.exact {
         String::new()
     } else {
-        format!(" [nearest computed, t={} {} is being computed]", f.t, f.tap)
+        format!(" [nearest computed, t={} {wanted} is being computed]", f.t)
     };
     format!(
-        "{} · t={t}{noise} · {} · ensemble {} · seed {} · {size}{prompt} · {view}{stale}",
-        model.summary.name, result.shown_tap, f.ensemble, f.seed
+        "{} · t={t}{noise} · {shown} · ensemble {} · seed {} · {size}{prompt} · {view}{stale}",
+        model.summary.name, f.ensemble, f.seed
+    )
+}
+
+/// `up_blocks.1+up_blocks.2 (6 attention layers)`.
+fn attention_layers(modules: &[String]) -> String {
+    let mut blocks: Vec<&str> = modules.iter().map(|m| block_of(m)).collect();
+    blocks.dedup();
+    format!(
+        "{} ({} attention layer{})",
+        blocks.join("+"),
+        modules.len(),
+        if modules.len() == 1 { "" } else { "s" }
     )
 }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use diffscope_engine::worker::{AnalysisResult, ViewResult};
 use eframe::egui;
 
-use super::app::WorkbenchApp;
+use super::context::PanelContext;
 use super::heatmap::{OverlayData, OverlayValues};
 pub use cards::to_screen;
 
-use super::state::ViewKind;
+use super::state::{Settings, ViewKind};
 
 /// Overlays built from the last result, per image, rebuilt only when the result or the active
 /// point changes.
@@ -69,6 +69,25 @@ impl OverlayCache {
                     );
                 }
             }
+            ViewResult::Attention { maps, .. } => {
+                for (heatmap, image) in maps.iter().zip(images) {
+                    let Some(heatmap) = heatmap else {
+                        continue;
+                    };
+                    for &v in &heatmap.values {
+                        let (lo, hi) = self.value_range.unwrap_or((v, v));
+                        self.value_range = Some((lo.min(v), hi.max(v)));
+                    }
+                    self.by_image.insert(
+                        *image,
+                        OverlayData::new(
+                            heatmap.grid.width,
+                            heatmap.grid.height,
+                            OverlayValues::Scalar(heatmap.values.clone()),
+                        ),
+                    );
+                }
+            }
             ViewResult::Segments { labels, .. } => {
                 for (map, image) in labels.iter().zip(images) {
                     self.by_image.insert(
@@ -93,35 +112,52 @@ pub fn result_matches_view(result: &AnalysisResult, view: ViewKind) -> bool {
         (ViewResult::Correspond { .. }, ViewKind::Correspondence)
             | (ViewResult::Pca { .. }, ViewKind::Pca)
             | (ViewResult::Segments { .. }, ViewKind::Segmentation)
+            | (ViewResult::Attention { .. }, ViewKind::Attention)
     )
 }
 
-pub fn show(app: &mut WorkbenchApp, ui: &mut egui::Ui) {
-    if app.slots.is_empty() {
+/// Where the central view drew things this frame.
+#[derive(Default)]
+pub struct Drawn {
+    /// Each slot's image.
+    pub image_rects: Vec<egui::Rect>,
+    /// The images with their legend and caption: what an exported figure shows.
+    pub figure: Option<egui::Rect>,
+}
+
+/// Clicks on the source edit the points in `settings`; `overlays` is this view's cache.
+pub fn show(
+    ui: &mut egui::Ui,
+    cx: &PanelContext,
+    settings: &mut Settings,
+    overlays: &mut OverlayCache,
+) -> Drawn {
+    if cx.slots.is_empty() {
         ui.centered_and_justified(|ui| {
-            ui.label(if app.image_jobs.is_empty() {
+            ui.label(if cx.loading_images().next().is_none() {
                 "Add two to six images: File > Add images, drop files here, type a path above, or pick a bundled sample on the left."
             } else {
                 "Loading images…"
             });
         });
-        app.image_rects.clear();
-        app.figure_rect = None;
-        return;
+        return Drawn::default();
     }
-    if let Some(result) = app.analysis.clone() {
-        if result_matches_view(&result, app.settings.view) {
-            app.overlays.update(&result, app.settings.active_point);
+    if let Some(result) = &cx.results.analysis {
+        if result_matches_view(result, settings.view) {
+            overlays.update(result, settings.active_point);
         } else {
-            app.overlays = OverlayCache::default();
+            *overlays = OverlayCache::default();
         }
     }
     let figure_top = ui.cursor().min;
-    cards::show(app, ui);
-    legend::show(app, ui);
+    let image_rects = cards::show(ui, cx, settings, overlays);
+    legend::show(ui, cx, settings, overlays);
     let figure = egui::Rect::from_min_max(
         figure_top,
         egui::pos2(ui.max_rect().max.x, ui.min_rect().max.y),
     );
-    app.figure_rect = Some(figure);
+    Drawn {
+        image_rects,
+        figure: Some(figure),
+    }
 }
