@@ -11,7 +11,7 @@ struct Params {
     size: vec2<u32>,
     // 0: scalar through a colormap, 1: RGB in [0, 1], 2: integer labels through the palette.
     mode: u32,
-    // Row of the lookup texture: 0 viridis, 1 turbo, 2 magma, 3 gray, 4 diverging; 5 is the palette.
+    // Row of the lookup texture holding the colormap's 256 entries (the engine's `Colormap::row`).
     colormap: u32,
     lo: f32,
     hi: f32,
@@ -19,7 +19,8 @@ struct Params {
     bilinear: u32,
     // 1 when the render target is an sRGB format (colours must then be written linear).
     srgb_target: u32,
-    _pad0: u32,
+    // Row of the lookup texture holding the label palette.
+    palette_row: u32,
     _pad1: u32,
     _pad2: u32,
 };
@@ -27,8 +28,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var data: texture_2d<f32>;
 @group(0) @binding(2) var lut: texture_2d<f32>;
-
-const PALETTE_ROW: i32 = 5;
 
 struct VertexOut {
     @builtin(position) position: vec4<f32>,
@@ -54,19 +53,16 @@ fn texel(p: vec2<i32>) -> vec4<f32> {
     return textureLoad(data, clamp(p, vec2<i32>(0, 0), last), 0);
 }
 
-// Linear interpolation between the 256 entries of a lookup row.
+// Entry floor(u * 256) of a colormap's 256 entries, 1 taking the last: matplotlib's lookup, so
+// the workbench shows the colours a matplotlib figure of the same values has.
 fn lookup(row: i32, u: f32) -> vec3<f32> {
-    let x = clamp(u, 0.0, 1.0) * 255.0;
-    let i = i32(floor(x));
-    let j = min(i + 1, 255);
-    let a = textureLoad(lut, vec2<i32>(i, row), 0).rgb;
-    let b = textureLoad(lut, vec2<i32>(j, row), 0).rgb;
-    return mix(a, b, x - f32(i));
+    let i = min(i32(floor(clamp(u, 0.0, 1.0) * 256.0)), 255);
+    return textureLoad(lut, vec2<i32>(i, row), 0).rgb;
 }
 
 fn label_colour(v: f32) -> vec3<f32> {
     let label = clamp(i32(round(v)), 0, 255);
-    return textureLoad(lut, vec2<i32>(label, PALETTE_ROW), 0).rgb;
+    return textureLoad(lut, vec2<i32>(label, i32(params.palette_row)), 0).rgb;
 }
 
 fn value_colour(v: vec4<f32>) -> vec3<f32> {
