@@ -58,7 +58,28 @@ pub fn write_f32<'a>(
         views.push((name, F32View { shape, values }));
     }
     let bytes = ::safetensors::serialize(views, Some(metadata)).with_path(path)?;
-    write_bytes_atomically(path, &bytes)
+    write_bytes_atomically(path, &canonical_header(bytes).with_path(path)?)
+}
+
+/// The same file with its JSON header's keys sorted: the safetensors crate writes the metadata
+/// from a hash map, in a different order each run, and equal extractions should be equal bytes
+/// (a sharded run is compared byte for byte with a whole one). The data offsets count from the
+/// end of the header, so they stay valid; the header is padded to 8 bytes as the format asks.
+fn canonical_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let length = bytes.get(..8).ok_or("no header length")?;
+    let n = u64::from_le_bytes(length.try_into().map_err(|_| "no header length")?) as usize;
+    let header = bytes.get(8..8 + n).ok_or("header past the end")?;
+    // serde_json's map keeps keys sorted.
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut text = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Write candle tensors (any device, any float dtype) as float32 (see [`write_f32`]).
@@ -111,7 +132,7 @@ mod tests {
         HashMap::from([("format".to_string(), "pt".to_string())])
     }
 
-    /// The bytes are those safetensors' own serializer gives for the same tensors.
+    /// safetensors' own reader finds the tensors and metadata its serializer would have written.
     #[test]
     fn writes_what_safetensors_writes() {
         let dir = tempfile::tempdir().unwrap();
@@ -141,7 +162,47 @@ mod tests {
             Some(metadata()),
         )
         .unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        let written = std::fs::read(&path).unwrap();
+        let (ours, theirs) = (
+            ::safetensors::SafeTensors::deserialize(&written).unwrap(),
+            ::safetensors::SafeTensors::deserialize(&expected).unwrap(),
+        );
+        let mut names = ours.names();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        for name in names {
+            let (x, y) = (ours.tensor(name).unwrap(), theirs.tensor(name).unwrap());
+            assert_eq!(
+                (x.dtype(), x.shape(), x.data()),
+                (y.dtype(), y.shape(), y.data())
+            );
+        }
+        let meta = |bytes: &[u8]| {
+            let (_, header) = ::safetensors::SafeTensors::read_metadata(bytes).unwrap();
+            header.metadata().clone()
+        };
+        assert_eq!(meta(&written), meta(&expected));
+        // The data follows the header at an 8-byte boundary, as the format asks.
+        let n = u64::from_le_bytes(written[..8].try_into().unwrap());
+        assert_eq!(n % 8, 0);
+    }
+
+    /// The same content is the same bytes, whatever order the metadata's hash map gives.
+    #[test]
+    fn equal_content_is_equal_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let many: HashMap<String, String> = (0..40)
+            .map(|i| (format!("key{i}"), i.to_string()))
+            .collect();
+        let mut files = vec![];
+        for i in 0..4 {
+            let path = dir.path().join(format!("{i}.safetensors"));
+            // A fresh map each time: its iteration order is seeded per map.
+            let metadata: HashMap<String, String> = many.clone().into_iter().collect();
+            write_f32(&path, [("x", &[2][..], &[1.0f32, 2.0][..])], metadata).unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
     }
 
     #[test]
