@@ -68,7 +68,7 @@ fn config(out: &Path, seed: u64) -> SynthConfig {
 #[test]
 fn a_generated_dataset_round_trips_through_the_reader() {
     let dir = tempfile::tempdir().unwrap();
-    let summary = generate_dataset(&config(dir.path(), 5)).unwrap();
+    let summary = generate_dataset(&config(dir.path(), 5), &mut |_| {}).unwrap();
     assert_eq!((summary.images, summary.pairs), (24, 20));
 
     let ds = SpairDataset::open(dir.path()).unwrap();
@@ -161,9 +161,9 @@ fn generation_is_deterministic_per_seed() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    generate_dataset(&config(a.path(), 9)).unwrap();
-    generate_dataset(&config(b.path(), 9)).unwrap();
-    generate_dataset(&config(c.path(), 10)).unwrap();
+    generate_dataset(&config(a.path(), 9), &mut |_| {}).unwrap();
+    generate_dataset(&config(b.path(), 9), &mut |_| {}).unwrap();
+    generate_dataset(&config(c.path(), 10), &mut |_| {}).unwrap();
     let (fa, fb, fc) = (files(a.path()), files(b.path()), files(c.path()));
     assert_eq!(
         fa.len(),
@@ -184,23 +184,23 @@ fn png_output_and_refusals() {
     c.format = ImageFormat::Png;
     c.count = 8;
     c.pairs = 4;
-    generate_dataset(&c).unwrap();
+    generate_dataset(&c, &mut |_| {}).unwrap();
     let ds = SpairDataset::open(dir.path()).unwrap();
     let pairs = ds
         .load_pairs(&PairQuery::split("trn").category("bug"))
         .unwrap();
     assert!(pairs.iter().all(|p| p.src_imname.ends_with(".png")));
     // A second run into the same split would mix two sets of pairs: refused.
-    let err = generate_dataset(&c).unwrap_err().to_string();
+    let err = generate_dataset(&c, &mut |_| {}).unwrap_err().to_string();
     assert!(
         err.contains("PairAnnotation/trn") && err.contains("already holds"),
         "{err}"
     );
     c.split = "bad/split".into();
-    assert!(generate_dataset(&c).is_err());
+    assert!(generate_dataset(&c, &mut |_| {}).is_err());
     let mut one = config(dir.path(), 2);
     one.count = 1;
     one.split = "val".into();
-    let err = generate_dataset(&one).unwrap_err().to_string();
+    let err = generate_dataset(&one, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("at least two images"), "{err}");
 }

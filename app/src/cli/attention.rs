@@ -24,6 +24,7 @@ use diffscope_engine::model::pipeline::PromptSource;
 
 use super::correspond::parse_points;
 use super::feature_args::RecipeArgs;
+use super::progress::Progress;
 
 #[derive(Args, Debug)]
 pub struct AttentionArgs {
@@ -127,7 +128,11 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
             target: AttentionTarget::Point(p),
         });
     }
-    let mut report = |done: usize, total: usize| eprint!("\rUNet passes: {done}/{total}");
+    let mut bar = Progress::new("attention", 0, "UNet passes");
+    let mut report = |done: usize, total: usize| {
+        bar.set_total(total);
+        bar.set(done, "");
+    };
     let ex = extract_attention(
         model,
         &args.image,
@@ -137,7 +142,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
         None,
         &mut report,
     )?;
-    eprintln!();
+    bar.finish();
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

@@ -18,6 +18,7 @@ use diffscope_engine::model::unet::UNet;
 use diffscope_engine::model::weights::{TrainableParams, Weights};
 
 use super::feature_args::{FusionArgs, RecipeArgs};
+use super::progress::Progress;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -205,15 +206,19 @@ fn run_pck(args: PckArgs) -> anyhow::Result<()> {
             ThresholdChoice::Img => ThresholdBase::Image,
         },
     };
+    let mut bar = Progress::new("PCK", 0, "image extractions");
     let rows = run_sweep(
         &model,
         untrained.as_ref(),
         &dataset,
         &settings,
         None,
-        &mut |s| eprint!("\r{s:<70}"),
+        &mut |p| {
+            bar.set_total(p.total);
+            bar.set(p.done, &p.note);
+        },
     )?;
-    eprintln!();
+    bar.finish();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     write_csv(&rows, &args.alpha, &args.out.join("pck.csv"))?;

@@ -3,6 +3,7 @@
 //! fused with the first (SD-DINO, [`FusionArgs`]).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
@@ -23,6 +24,7 @@ use diffscope_engine::model::pipeline::{LoadOptions, PromptSource};
 use diffscope_engine::FeatureMap;
 
 use super::compute_args::ComputeArgs;
+use super::progress::{duration_text, Progress};
 use image::RgbImage;
 
 /// How the UNet sees the image.
@@ -145,7 +147,14 @@ impl RecipeArgs {
         let options = LoadOptions {
             unet: self.unet.clone(),
         };
-        Ok(FeatureModel::load(spec, &compute, &options)?)
+        let started = Instant::now();
+        let model = FeatureModel::load(spec, &compute, &options)?;
+        eprintln!(
+            "loaded {spec} on {} in {}",
+            compute.describe(),
+            duration_text(started.elapsed().as_secs_f64())
+        );
+        Ok(model)
     }
 
     pub fn noise(&self) -> anyhow::Result<NoiseSource> {
@@ -563,11 +572,16 @@ fn extract_all(
     images: &[PathBuf],
     settings: &ExtractSettings,
 ) -> anyhow::Result<Vec<Vec<(String, FeatureMap)>>> {
-    images
+    let mut bar = Progress::new("features", images.len(), "images");
+    let features = images
         .iter()
-        .map(|path| {
-            eprintln!("extracting {}", path.display());
-            let ex = extract_features(model, path, settings, None, &mut |_, _| {})?;
+        .enumerate()
+        .map(|(i, path)| {
+            let name = path.display().to_string();
+            bar.set(i, &name);
+            let ex = extract_features(model, path, settings, None, &mut |done, total| {
+                bar.set(i, format!("{name}: UNet pass {done}/{total}"))
+            })?;
             let order = expand_taps(&settings.taps, model.taps());
             order
                 .iter()
@@ -577,7 +591,9 @@ fn extract_all(
                 })
                 .collect()
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    bar.finish();
+    Ok(features)
 }
 
 /// An image (resized as asked) and its one descriptor.

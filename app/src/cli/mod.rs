@@ -13,6 +13,7 @@ mod extract;
 mod feature_args;
 mod gui;
 mod pca;
+mod progress;
 mod sample;
 mod segment;
 mod synth;
@@ -32,11 +33,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Extract feature maps of one image at timestep t from the chosen UNet taps.
+    /// Extract feature maps at timestep t from the chosen taps: of one image, or of many (a
+    /// folder, a list, a dataset split) with the model loaded once, optionally one shard of them.
     #[command(after_help = "Examples:
   diffscope extract --model stabilityai/stable-diffusion-2-1 --image cat.jpg --t 261 \\
       --blocks up_blocks.1 --out cat.safetensors
-  diffscope extract --model default --image cat.png --t 300 --blocks all --format npy --out cat/")]
+  diffscope extract --model default --image cat.png --t 300 --blocks all --format npy --out cat/
+  diffscope extract --model stabilityai/stable-diffusion-2-1 --data SPair-71k --split test \\
+      --size 768x768 --t 261 --blocks up_blocks.1 --ensemble 8 --out spair/ --shard auto")]
     Extract(extract::ExtractArgs),
     /// Find where points on a source image land in target images (cosine similarity of features).
     #[command(after_help = "Examples:

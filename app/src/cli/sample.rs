@@ -10,6 +10,7 @@ use diffscope_engine::model::pipeline::DiffusionModel;
 use diffscope_engine::train::ddim::{ddim_sample, image_grid};
 
 use super::compute_args::ComputeArgs;
+use super::progress::Progress;
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -63,6 +64,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let shape = [args.count, model.unet.in_channels, size, size];
     let noise = seeded_normal(args.seed, &shape, &device)?;
     let started = Instant::now();
+    let mut bar = Progress::new("sample", args.steps, "DDIM steps");
     let images = ddim_sample(
         &model.unet,
         &model.schedule,
@@ -72,11 +74,11 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         // Draw 0 is the starting noise; step i adds draw i + 1.
         &mut |i| seeded_normal(member_seed(args.seed, i + 1), &shape, &device),
         &mut |i, n| {
-            if i % 10 == 0 || i == n {
-                eprintln!("DDIM step {i}/{n}");
-            }
+            bar.set_total(n);
+            bar.set(i, "");
         },
     )?;
+    bar.finish();
     let columns = args
         .columns
         .unwrap_or_else(|| (args.count as f64).sqrt().ceil() as usize);

@@ -8,6 +8,8 @@ use diffscope_engine::data::synth::{
     contact_sheet, generate_dataset, Category, ImageFormat, SynthConfig,
 };
 
+use super::progress::Progress;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
     Jpg,
@@ -62,7 +64,9 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         FormatArg::Png => ImageFormat::Png,
     };
     config.categories = categories;
-    let summary = generate_dataset(&config)?;
+    let mut bar = Progress::new("synth", config.count, "images");
+    let summary = generate_dataset(&config, &mut |done| bar.set(done, ""))?;
+    bar.finish();
     println!(
         "wrote {} images and {} pairs (split {}) to {}",
         summary.images,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::progress::duration_text;
 use anyhow::Context;
 use clap::Args;
 use diffscope_engine::device::DeviceChoice;
@@ -196,7 +197,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     eprintln!(
         "done: {} steps in {}; model written to {}",
         args.steps,
-        format_duration(started.elapsed().as_secs_f64()),
+        duration_text(started.elapsed().as_secs_f64()),
         args.out.display()
     );
     Ok(())
@@ -256,22 +257,13 @@ impl Progress {
                 report.grad_norm,
                 report.learning_rate,
                 rate,
-                format_duration(secs),
-                format_duration(left)
+                duration_text(secs),
+                duration_text(left)
             );
             self.losses.clear();
         }
         if let Some(dir) = saved {
             eprintln!("checkpoint: {}", dir.display());
         }
-    }
-}
-
-fn format_duration(secs: f64) -> String {
-    let s = secs.round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
     }
 }

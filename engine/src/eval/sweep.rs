@@ -172,7 +172,7 @@ fn extract_all(
     recipe: &SweepRecipe,
     size: Option<(u32, u32)>,
     cancel: Option<&AtomicBool>,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(usize, String),
 ) -> Result<FeatureTable> {
     let to_maps = |maps: BTreeMap<String, candle_core::Tensor>| -> Result<_> {
         maps.iter()
@@ -183,7 +183,7 @@ fn extract_all(
     let m = match model {
         FeatureModel::Vit(vit) => {
             for (i, (path, _)) in images.iter().enumerate() {
-                progress(&format!("features of image {}/{}", i + 1, images.len()));
+                progress(i, format!("features of image {}/{}", i + 1, images.len()));
                 let maps = extract_vit(vit, path, taps, size, cancel)?.taps;
                 table.insert(path.clone(), to_maps(maps)?);
             }
@@ -196,7 +196,10 @@ fn extract_all(
     let mut latents = Vec::with_capacity(images.len());
     let mut groups: Vec<Group> = Vec::new();
     for (i, (path, category)) in images.iter().enumerate() {
-        progress(&format!("t={t}: encoding image {}/{}", i + 1, images.len()));
+        progress(
+            0,
+            format!("t={t}: encoding image {}/{}", i + 1, images.len()),
+        );
         let image = resize(load_rgb(path)?, size);
         let dims = image.dimensions();
         let (x, _) = crate::features::extract::model_input(m, image, None, path)?;
@@ -214,12 +217,15 @@ fn extract_all(
     };
     let mut done = 0;
     for ((category, dims), members) in groups {
-        progress(&format!(
-            "t={t}: features of images {}-{} of {}",
-            done + 1,
-            done + members.len(),
-            images.len()
-        ));
+        progress(
+            done,
+            format!(
+                "t={t}: features of images {}-{} of {}",
+                done + 1,
+                done + members.len(),
+                images.len()
+            ),
+        );
         let context = m
             .condition(&recipe.prompt.for_category(&category))?
             .map(|c| c.at_size(dims, recipe.time_ids));
@@ -341,6 +347,39 @@ fn together(
     Ok((src, trg))
 }
 
+/// How far a sweep has come, in image feature extractions (each image once per model, timestep
+/// and feature source); the scoring between them is quick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepProgress {
+    pub done: usize,
+    pub total: usize,
+    /// What runs now.
+    pub note: String,
+}
+
+/// Counts a sweep's extractions across its calls of `extract_all`.
+struct SweepCounter<'a> {
+    done: usize,
+    total: usize,
+    report: &'a mut dyn FnMut(&SweepProgress),
+}
+
+impl SweepCounter<'_> {
+    /// `in_call` images of the running `extract_all` call (extracting `what`) are done.
+    fn report(&mut self, what: &str, in_call: usize, note: String) {
+        (self.report)(&SweepProgress {
+            done: self.done + in_call,
+            total: self.total,
+            note: format!("{what}: {note}"),
+        })
+    }
+
+    /// One `extract_all` call over `images` images has finished.
+    fn finished(&mut self, images: usize) {
+        self.done += images;
+    }
+}
+
 /// Run the benchmark. `untrained` is the same architecture with fresh weights (a baseline).
 pub fn run_sweep(
     model: &FeatureModel,
@@ -348,7 +387,7 @@ pub fn run_sweep(
     dataset: &SpairDataset,
     settings: &SweepSettings,
     cancel: Option<&AtomicBool>,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&SweepProgress),
 ) -> Result<Vec<SweepRow>> {
     let pairs = dataset.load_pairs(&settings.query)?;
     if pairs.is_empty() {
@@ -408,8 +447,26 @@ pub fn run_sweep(
         }
     }
 
+    let methods: Vec<(&str, &FeatureModel)> = std::iter::once(("model", model))
+        .chain(untrained.map(|u| ("untrained", u)))
+        .collect();
+    let second = match &settings.descriptor {
+        Descriptor::Together { second, .. } => second.as_ref(),
+        Descriptor::EachTap => None,
+    };
+    let per_t = methods.len() * timesteps.len();
+    let second_passes = match second {
+        Some(s) if s.model.time_free() => 1,
+        Some(_) => per_t,
+        None => 0,
+    };
+    let mut counter = SweepCounter {
+        done: 0,
+        total: images.len() * (per_t + second_passes),
+        report: progress,
+    };
     let mut rows = vec![];
-    progress("baseline: pixel colours");
+    counter.report("baseline", 0, "pixel colours".into());
     let pixels: HashMap<PathBuf, FeatureMap> = images
         .iter()
         .map(|(p, _)| Ok((p.clone(), pixel_features(p)?)))
@@ -431,7 +488,7 @@ pub fn run_sweep(
         } if s.model.time_free() => {
             let taps = expand_taps(&s.taps, s.model.taps());
             crate::model::taps::validate_taps(&taps, s.model.taps())?;
-            Some(extract_all(
+            let table = extract_all(
                 s.model,
                 &images,
                 0,
@@ -439,15 +496,14 @@ pub fn run_sweep(
                 &settings.recipe,
                 s.size,
                 cancel,
-                &mut |m| progress(&format!("second source: {m}")),
-            )?)
+                &mut |n, note| counter.report("second source", n, note),
+            )?;
+            counter.finished(images.len());
+            Some(table)
         }
         _ => None,
     };
 
-    let methods: Vec<(&str, &FeatureModel)> = std::iter::once(("model", model))
-        .chain(untrained.map(|u| ("untrained", u)))
-        .collect();
     for (method, m) in methods {
         for &t in &timesteps {
             let table = extract_all(
@@ -458,8 +514,9 @@ pub fn run_sweep(
                 &settings.recipe,
                 settings.recipe.size,
                 cancel,
-                &mut |s| progress(&format!("{method}: {s}")),
+                &mut |n, note| counter.report(method, n, note),
             )?;
+            counter.finished(images.len());
             let t_row = (!m.time_free()).then_some(t);
             match &settings.descriptor {
                 Descriptor::EachTap => {
@@ -486,7 +543,7 @@ pub fn run_sweep(
                     let second_at_t = match (second, &second_table) {
                         (Some(s), None) => {
                             let taps = expand_taps(&s.taps, s.model.taps());
-                            Some(extract_all(
+                            let table = extract_all(
                                 s.model,
                                 &images,
                                 t,
@@ -494,8 +551,10 @@ pub fn run_sweep(
                                 &settings.recipe,
                                 s.size,
                                 cancel,
-                                &mut |m| progress(&format!("second source: {m}")),
-                            )?)
+                                &mut |n, note| counter.report("second source", n, note),
+                            )?;
+                            counter.finished(images.len());
+                            Some(table)
                         }
                         _ => None,
                     };

@@ -129,8 +129,12 @@ struct ImageRecord {
     annotation: InstanceAnnotation,
 }
 
-/// Generate the dataset described by `config` into `config.out`.
-pub fn generate_dataset(config: &SynthConfig) -> Result<SynthSummary> {
+/// Generate the dataset described by `config` into `config.out`; `progress` hears how many of
+/// the `config.count` images are written.
+pub fn generate_dataset(
+    config: &SynthConfig,
+    progress: &mut dyn FnMut(usize),
+) -> Result<SynthSummary> {
     config.validate()?;
     let out = &config.out;
     let pair_dir = out.join("PairAnnotation").join(&config.split);
@@ -153,6 +157,7 @@ pub fn generate_dataset(config: &SynthConfig) -> Result<SynthSummary> {
     let mut summary = SynthSummary::default();
     let mut records: Vec<ImageRecord> = Vec::with_capacity(config.count);
     for index in 0..config.count {
+        progress(index);
         let category = config.categories[index % config.categories.len()];
         let rendered = render_instance(config.seed, index as u64, category, config.size);
         let stem = image_stem(config.seed, index);
