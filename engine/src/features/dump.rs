@@ -37,6 +37,48 @@ pub fn write_safetensors(ex: &Extraction, path: &Path) -> Result<()> {
     write_tensors(path, &tensors_of(ex)?, metadata)
 }
 
+/// The metadata of a finished dump: a `.safetensors` file's `__metadata__` (its header only is
+/// read), or a folder's `meta.json` settings. None when the dump is not there or not finished (a
+/// folder's `meta.json` is written last).
+pub fn read_dump_metadata(path: &Path) -> Result<Option<BTreeMap<String, String>>> {
+    let corrupt = |e: String| Error::file(path, format!("not a finished feature dump: {e}"));
+    if path.is_dir() {
+        let meta = path.join("meta.json");
+        if !meta.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&meta).with_path(&meta)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::file(&meta, e.to_string()))?;
+        let settings = serde_json::from_value(value["settings"].clone())
+            .map_err(|e| Error::file(&meta, format!("no settings: {e}")))?;
+        return Ok(Some(settings));
+    }
+    if !path.exists() {
+        return Ok(None);
+    }
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_path(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let len = u64::from_le_bytes(len);
+    // The header is JSON of a few kilobytes; a huge length is a file of another kind.
+    if len > 100_000_000 {
+        return Err(corrupt(format!("header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
+    let metadata = match header.get("__metadata__") {
+        Some(m) => serde_json::from_value(m.clone()).map_err(|e| corrupt(e.to_string()))?,
+        None => BTreeMap::new(),
+    };
+    Ok(Some(metadata))
+}
+
 /// `DIR/<tap>.npy` for every tap and `latents`, and `DIR/meta.json` with the settings and shapes.
 pub fn write_npy_dir(ex: &Extraction, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_path(dir)?;

@@ -2,6 +2,7 @@
 //! extracted by the same recipe.
 
 pub mod attention;
+pub mod batch;
 pub mod cache;
 pub mod dump;
 pub mod extract;

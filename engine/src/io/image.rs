@@ -1,15 +1,60 @@
 //! Reading images into the model's input: RGB, `x = u8/127.5 - 1`, `[1,3,H,W]`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
 use image::{ImageReader, RgbImage};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WithPath};
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Largest image side accepted (a 8192x8192 SD input would need far more memory than a desktop has).
 pub const MAX_SIDE: u32 = 8192;
+
+/// Image files under `dir`, recursively, in a stable (sorted) order. Hidden entries are skipped.
+/// `what` names the images in errors ("training images").
+pub fn find_images(dir: &Path, what: &str) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(Error::file(dir, format!("not a folder of {what}")));
+    }
+    let mut found = vec![];
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder)
+            .map_err(|e| Error::file(&folder, format!("cannot list the folder: {e}")))?;
+        for entry in entries {
+            let entry = entry.with_path(&folder)?;
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if has_image_extension(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::file(
+            dir,
+            format!(
+                "no {what} found (looked for .png, .jpg and .jpeg files in it and its subfolders)"
+            ),
+        ));
+    }
+    Ok(found)
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
 
 /// Decode an image file to RGB, with clear errors for unreadable, non-image or oversized files.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {

@@ -7,10 +7,8 @@ use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::error::{Error, Result, WithPath};
-use crate::io::image::load_rgb;
-
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+use crate::error::{Error, Result};
+use crate::io::image::{find_images, load_rgb};
 
 pub struct ImageDataset {
     pub files: Vec<PathBuf>,
@@ -20,50 +18,10 @@ pub struct ImageDataset {
     pixels: Vec<f32>,
 }
 
-/// Image files under `dir`, recursively, in a stable (sorted) order. Hidden entries are skipped.
-pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Err(Error::file(dir, "not a folder of training images"));
-    }
-    let mut found = vec![];
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        let entries = std::fs::read_dir(&folder)
-            .map_err(|e| Error::file(&folder, format!("cannot list the folder: {e}")))?;
-        for entry in entries {
-            let entry = entry.with_path(&folder)?;
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if hidden {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-            } else if has_image_extension(&path) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    if found.is_empty() {
-        return Err(Error::file(
-            dir,
-            "no training images found (looked for .png, .jpg and .jpeg files in it and its subfolders)",
-        ));
-    }
-    Ok(found)
-}
-
-fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 impl ImageDataset {
     /// Decode every image under `dir`; all must have the same size.
     pub fn load(dir: &Path) -> Result<Self> {
-        let files = find_images(dir)?;
+        let files = find_images(dir, "training images")?;
         let mut pixels = vec![];
         let mut size: Option<(u32, u32)> = None;
         for file in &files {
