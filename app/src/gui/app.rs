@@ -24,7 +24,7 @@ use super::results::Results;
 use super::samples::Library;
 use super::session::{Session, SESSION_VERSION};
 use super::shortcuts;
-use super::state::{AttentionMode, SegmentMethod, Settings, ViewKind};
+use super::state::{tap_or_fallback, AttentionMode, SegmentMethod, Settings, ViewKind};
 use super::views::{self, OverlayCache};
 
 /// Time the UI spends draining engine events per frame, at most.
@@ -606,7 +606,8 @@ impl WorkbenchApp {
                     self.settings.features.tap = s.tap.clone();
                     self.settings.features.t = s.t;
                 } else if !taps.iter().any(|t| t.name == self.settings.features.tap) {
-                    self.settings.features.tap = default_tap(&info);
+                    // DIFT's tap when the model has it.
+                    self.settings.features.tap = tap_or_fallback(&info, "up_blocks.1");
                 }
                 self.settings.features.t = self.settings.features.t.min(last_t(Some(&info)));
                 self.remembered.add_model(&self.model_spec);
@@ -793,22 +794,6 @@ impl WorkbenchApp {
             self.add_image(image);
         }
     }
-}
-
-/// DIFT's `up_blocks.1` when the model has it, else the last block-level tap.
-fn default_tap(info: &ModelInfo) -> String {
-    let taps = &info.summary.taps;
-    taps.iter()
-        .find(|t| t.name == "up_blocks.1")
-        // DINOv2: its last layer, SD-DINO's.
-        .or_else(|| {
-            taps.iter()
-                .rev()
-                .find(|t| t.name.starts_with("encoder.layer."))
-        })
-        .or_else(|| taps.iter().rev().find(|t| t.block_level))
-        .map(|t| t.name.clone())
-        .unwrap_or_default()
 }
 
 impl eframe::App for WorkbenchApp {

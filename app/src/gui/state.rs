@@ -109,17 +109,17 @@ impl FeatureChoice {
             },
             size,
             fusion: second.map(|s| FusionChoice {
-                tap: fusion_tap(s, &self.fuse_tap),
+                tap: tap_or_fallback(s, &self.fuse_tap),
                 weight_percent: (self.fuse_weight.clamp(0.0, 1.0) * 100.0).round() as u8,
             }),
         }
     }
 }
 
-/// The second source's tap: `wanted` when it has it, else DINOv2's last layer (SD-DINO's), else
-/// its last block.
-pub fn fusion_tap(second: &ModelInfo, wanted: &str) -> String {
-    let taps = &second.summary.taps;
+/// A model's tap: `wanted` when it has it, else DINOv2's last layer (SD-DINO's), else its last
+/// block-level tap. Serves the model's own tap (`up_blocks.1`, DIFT's) and the second source's.
+pub fn tap_or_fallback(model: &ModelInfo, wanted: &str) -> String {
+    let taps = &model.summary.taps;
     taps.iter()
         .find(|t| t.name == wanted)
         .or_else(|| {

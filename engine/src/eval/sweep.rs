@@ -374,9 +374,31 @@ impl SweepCounter<'_> {
         })
     }
 
-    /// One `extract_all` call over `images` images has finished.
-    fn finished(&mut self, images: usize) {
-        self.done += images;
+    /// `extract_all`, its progress reported under `what` and its images counted as done.
+    #[allow(clippy::too_many_arguments)]
+    fn extract(
+        &mut self,
+        what: &str,
+        model: &FeatureModel,
+        images: &[(PathBuf, String)],
+        t: usize,
+        taps: &[String],
+        recipe: &SweepRecipe,
+        size: Option<(u32, u32)>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<FeatureTable> {
+        let table = extract_all(
+            model,
+            images,
+            t,
+            taps,
+            recipe,
+            size,
+            cancel,
+            &mut |n, note| self.report(what, n, note),
+        )?;
+        self.done += images.len();
+        Ok(table)
     }
 }
 
@@ -454,6 +476,14 @@ pub fn run_sweep(
         Descriptor::Together { second, .. } => second.as_ref(),
         Descriptor::EachTap => None,
     };
+    let second_taps = match second {
+        Some(s) => {
+            let taps = expand_taps(&s.taps, s.model.taps());
+            crate::model::taps::validate_taps(&taps, s.model.taps())?;
+            taps
+        }
+        None => vec![],
+    };
     let per_t = methods.len() * timesteps.len();
     let second_passes = match second {
         Some(s) if s.model.time_free() => 1,
@@ -481,32 +511,30 @@ pub fn run_sweep(
         report,
     });
 
-    // The second source's features do not depend on the model's t when it has none itself.
-    let second_table = match &settings.descriptor {
-        Descriptor::Together {
-            second: Some(s), ..
-        } if s.model.time_free() => {
-            let taps = expand_taps(&s.taps, s.model.taps());
-            crate::model::taps::validate_taps(&taps, s.model.taps())?;
-            let table = extract_all(
-                s.model,
-                &images,
-                0,
-                &taps,
-                &settings.recipe,
-                s.size,
-                cancel,
-                &mut |n, note| counter.report("second source", n, note),
-            )?;
-            counter.finished(images.len());
-            Some(table)
-        }
+    // The second source's features at t, counted in the progress.
+    let second_at = |counter: &mut SweepCounter, s: &SecondSource, t: usize| {
+        let recipe = &settings.recipe;
+        counter.extract(
+            "second source",
+            s.model,
+            &images,
+            t,
+            &second_taps,
+            recipe,
+            s.size,
+            cancel,
+        )
+    };
+    // They do not depend on the model's t when the second source has none itself.
+    let second_table = match second {
+        Some(s) if s.model.time_free() => Some(second_at(&mut counter, s, 0)?),
         _ => None,
     };
 
     for (method, m) in methods {
         for &t in &timesteps {
-            let table = extract_all(
+            let table = counter.extract(
+                method,
                 m,
                 &images,
                 t,
@@ -514,9 +542,7 @@ pub fn run_sweep(
                 &settings.recipe,
                 settings.recipe.size,
                 cancel,
-                &mut |n, note| counter.report(method, n, note),
             )?;
-            counter.finished(images.len());
             let t_row = (!m.time_free()).then_some(t);
             match &settings.descriptor {
                 Descriptor::EachTap => {
@@ -541,21 +567,7 @@ pub fn run_sweep(
                     second,
                 } => {
                     let second_at_t = match (second, &second_table) {
-                        (Some(s), None) => {
-                            let taps = expand_taps(&s.taps, s.model.taps());
-                            let table = extract_all(
-                                s.model,
-                                &images,
-                                t,
-                                &taps,
-                                &settings.recipe,
-                                s.size,
-                                cancel,
-                                &mut |n, note| counter.report("second source", n, note),
-                            )?;
-                            counter.finished(images.len());
-                            Some(table)
-                        }
+                        (Some(s), None) => Some(second_at(&mut counter, s, t)?),
                         _ => None,
                     };
                     let second_pair = second

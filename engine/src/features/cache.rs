@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, WithPath};
 use crate::features::map::FeatureMap;
-use crate::io::safetensors::write_f32;
+use crate::io::safetensors::{read_metadata, write_f32};
 
 /// Content identity of an image: FNV-1a of its size and RGB bytes.
 pub type ImageKey = u64;
@@ -296,19 +296,7 @@ pub fn nearest_computed(
 }
 
 fn read_key(path: &Path) -> Option<FeatureKey> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).ok()?;
-    let len = u64::from_le_bytes(len);
-    if len > 1 << 20 {
-        return None;
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    let meta: HashMap<String, String> =
-        serde_json::from_value(json.get("__metadata__")?.clone()).ok()?;
+    let meta = read_metadata(path, 1 << 20).ok()?;
     FeatureKey::from_fields(&meta)
 }
 

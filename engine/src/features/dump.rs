@@ -11,7 +11,7 @@ use super::extract::Extraction;
 use crate::error::{Error, Result, WithPath};
 use crate::io::atomic::write_bytes_atomically;
 use crate::io::npy::{write_npy, NpyArray, NpyData};
-use crate::io::safetensors::write_tensors;
+use crate::io::safetensors::{read_metadata, write_tensors};
 
 /// All tensors of an extraction, `latents` included, contiguous float32 on the CPU.
 fn tensors_of(ex: &Extraction) -> Result<BTreeMap<String, Tensor>> {
@@ -41,7 +41,6 @@ pub fn write_safetensors(ex: &Extraction, path: &Path) -> Result<()> {
 /// read), or a folder's `meta.json` settings. None when the dump is not there or not finished (a
 /// folder's `meta.json` is written last).
 pub fn read_dump_metadata(path: &Path) -> Result<Option<BTreeMap<String, String>>> {
-    let corrupt = |e: String| Error::file(path, format!("not a finished feature dump: {e}"));
     if path.is_dir() {
         let meta = path.join("meta.json");
         if !meta.exists() {
@@ -57,26 +56,9 @@ pub fn read_dump_metadata(path: &Path) -> Result<Option<BTreeMap<String, String>
     if !path.exists() {
         return Ok(None);
     }
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).with_path(path)?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|e| corrupt(e.to_string()))?;
-    let len = u64::from_le_bytes(len);
-    // The header is JSON of a few kilobytes; a huge length is a file of another kind.
-    if len > 100_000_000 {
-        return Err(corrupt(format!("header of {len} bytes")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| corrupt(e.to_string()))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
-    let metadata = match header.get("__metadata__") {
-        Some(m) => serde_json::from_value(m.clone()).map_err(|e| corrupt(e.to_string()))?,
-        None => BTreeMap::new(),
-    };
-    Ok(Some(metadata))
+    // The safetensors crate's own bound on a header.
+    let metadata = read_metadata(path, 100_000_000)?;
+    Ok(Some(metadata.into_iter().collect()))
 }
 
 /// `DIR/<tap>.npy` for every tap and `latents`, and `DIR/meta.json` with the settings and shapes.

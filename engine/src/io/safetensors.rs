@@ -106,6 +106,30 @@ pub fn write_tensors(
     )
 }
 
+/// A safetensors file's `__metadata__` (empty when it has none), reading only its header, which
+/// may be at most `max_header` bytes (a longer one is an error: not a file of the kind expected).
+pub fn read_metadata(path: &Path, max_header: u64) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let corrupt = |e: String| Error::file(path, format!("not a valid safetensors file: {e}"));
+    let mut file = std::fs::File::open(path).with_path(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let len = u64::from_le_bytes(len);
+    if len > max_header {
+        return Err(corrupt(format!("a header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
+    match header.get("__metadata__") {
+        Some(m) => serde_json::from_value(m.clone()).map_err(|e| corrupt(e.to_string())),
+        None => Ok(HashMap::new()),
+    }
+}
+
 /// Read every tensor of a safetensors file as float32 on `device`.
 pub fn read_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).with_path(path)?;

@@ -166,7 +166,7 @@ fn fusion_section(ui: &mut egui::Ui, cx: &PanelContext, settings: &mut Settings)
     let f = &mut settings.features;
     ui.label(format!("Fused with {}", second.summary.name))
         .on_hover_text(&second.summary.architecture);
-    let tap = crate::gui::state::fusion_tap(second, &f.fuse_tap);
+    let tap = crate::gui::state::tap_or_fallback(second, &f.fuse_tap);
     egui::ComboBox::from_label("fused tap")
         .selected_text(&tap)
         .show_ui(ui, |ui| {
